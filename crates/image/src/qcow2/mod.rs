@@ -393,6 +393,11 @@ pub struct Opened {
 impl Qcow2 {
     /// Opens the file and parses all metadata; the caller attaches the backing chain.
     pub fn open(path: &Path, writable: bool) -> Result<Opened> {
+        Self::open_with(path, writable, false)
+    }
+
+    /// `for_check`: leave a dirty image as it is, for `check` to report and repair.
+    pub fn open_with(path: &Path, writable: bool, for_check: bool) -> Result<Opened> {
         let file = OpenOptions::new().read(true).write(writable).open(path)?;
         let file_len = fileio::file_len(&file)?;
         let mut first = vec![0u8; file_len.min(2 << 20) as usize];
@@ -446,7 +451,10 @@ impl Qcow2 {
             read_only: !writable,
             m: Mutex::new(meta),
         };
-        if writable && img.lock().hdr.incompatible_features & header::INCOMPAT_DIRTY != 0 {
+        if writable
+            && !for_check
+            && img.lock().hdr.incompatible_features & header::INCOMPAT_DIRTY != 0
+        {
             // Lazy refcounts left dirty by a crash: rebuild them before any allocation.
             let report = img.check(Repair::All)?;
             if report.corruptions > report.corruptions_fixed {

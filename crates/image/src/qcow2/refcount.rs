@@ -125,6 +125,12 @@ impl Meta {
                         if nv == 0 {
                             let cl = (ti << self.g.rb_bits) + i;
                             self.free_hint = self.free_hint.min(cl);
+                            // The cluster compressed data was being packed into is gone.
+                            if self.comp_cursor != 0
+                                && (self.comp_cursor - 1) >> self.g.cluster_bits == cl
+                            {
+                                self.comp_cursor = 0;
+                            }
                         }
                     }
                     None => {

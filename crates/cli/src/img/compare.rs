@@ -64,7 +64,9 @@ pub fn run(ctx: &Ctx, args: &[String]) -> R {
             say(format!("Strict mode: Offset {pos} block status mismatch!"));
             return Ok(1);
         }
-        if !(e1.zero && e2.zero && !e1.data && !e2.data) {
+        // Both read as zero without data: nothing to read.
+        let both_zero = e1.zero && e2.zero && !e1.data && !e2.data;
+        if !both_zero {
             let (x, y) = (&mut b1[..n as usize], &mut b2[..n as usize]);
             i1.read_at(x, pos).map_err(|e| err(n1, e))?;
             i2.read_at(y, pos).map_err(|e| err(n2, e))?;

@@ -305,10 +305,9 @@ pub fn output_json(p: &Parsed) -> R<bool> {
     match long_value(p, "output").as_deref() {
         None | Some("human") => Ok(false),
         Some("json") => Ok(true),
-        Some(o) => Err(Fail::new(format!(
-            "--output must be used with human or json as argument."
-        ))
-        .code(if o.is_empty() { 1 } else { 1 })),
+        Some(_) => Err(Fail::new(
+            "--output must be used with human or json as argument.",
+        )),
     }
 }
 

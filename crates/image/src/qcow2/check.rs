@@ -56,7 +56,7 @@ impl Walk<'_> {
             if l2off == 0 {
                 continue;
             }
-            if l2off % g.cs != 0 {
+            if !l2off.is_multiple_of(g.cs) {
                 self.r.corruptions += 1;
                 self.r.messages.push(format!(
                     "ERROR l2_offset={l2off:x}: Table is not cluster aligned; L1 entry corrupted"
@@ -237,7 +237,7 @@ pub fn check(q: &Qcow2, repair: Repair) -> Result<CheckReport> {
         if off == 0 {
             continue;
         }
-        if off % g.cs != 0 {
+        if !off.is_multiple_of(g.cs) {
             r.corruptions += 1;
             r.messages.push(format!(
                 "ERROR refcount block {i} is not cluster aligned; refcount table entry corrupted"
@@ -360,7 +360,7 @@ fn copied_check(m: &mut Meta, r: &mut CheckReport, fixing: bool) -> Result<u64> 
     for i in 0..m.l1.len() {
         let l1e = m.l1[i];
         let l2off = l1e & OFFSET_MASK;
-        if l2off == 0 || l2off % g.cs != 0 {
+        if l2off == 0 || !l2off.is_multiple_of(g.cs) {
             continue;
         }
         let rc = m.refcount(l2off >> g.cluster_bits).unwrap_or(0);
@@ -410,7 +410,7 @@ fn rebuild_refcounts(m: &mut Meta, mut refs: Vec<u32>) -> Result<Vec<u64>> {
     }
     for &e in &m.rct.clone() {
         let off = e & OFFSET_MASK;
-        if off != 0 && off % g.cs == 0 {
+        if off != 0 && off.is_multiple_of(g.cs) {
             if let Some(x) = refs.get_mut((off >> g.cluster_bits) as usize) {
                 *x = x.saturating_sub(1);
                 dropped.push(off >> g.cluster_bits);

@@ -130,7 +130,7 @@ impl Meta {
     pub(crate) fn l2_load(&mut self, off: u64) -> Result<&mut Vec<u64>> {
         if !self.l2.contains(off) {
             let cs = self.g.cs;
-            if off % cs != 0 {
+            if !off.is_multiple_of(cs) {
                 return corrupt(format!("L2 table offset {off:#x} unaligned"));
             }
             if off + cs > self.file_len.div_ceil(cs) * cs {
@@ -320,7 +320,7 @@ impl Meta {
         let cb = self.g.cluster_bits;
         let mut cur = self.comp_cursor;
         // Narrow refcounts (refcount_bits=1) cannot count more sharers: start a fresh cluster.
-        if cur != 0 && cur % cs != 0 && self.refcount(cur >> cb)? >= self.rc_max() {
+        if cur != 0 && !cur.is_multiple_of(cs) && self.refcount(cur >> cb)? >= self.rc_max() {
             cur = 0;
         }
         if cur != 0 {
@@ -666,7 +666,7 @@ impl Qcow2 {
         let end = off + len;
         while pos < end {
             let cstart = pos & !(g.cs - 1);
-            let (e, bm, _) = m.entry(pos)?;
+            let (e, _bm, _) = m.entry(pos)?;
             let c = m.decode(e)?;
             if g.extended {
                 let first = (pos - cstart) / g.sc_size;
@@ -944,7 +944,7 @@ impl BlockDriver for Qcow2 {
         while pos < buf.len() {
             let off = offset + pos as u64;
             let left = (buf.len() - pos) as u64;
-            if off % g.cs == 0 && left >= g.cs {
+            if off.is_multiple_of(g.cs) && left >= g.cs {
                 let k = self.fresh_run(&mut m, off, left / g.cs)?;
                 if k > 0 {
                     let n = (k << g.cluster_bits) as usize;
@@ -973,7 +973,7 @@ impl BlockDriver for Qcow2 {
         // Clusters that may be left zero without a write: v2 only without a backing file.
         let flag_ok = g.version >= 3 || self.backing.is_none();
         let zero = vec![0u8; gran as usize];
-        let mut write_real = |m: &mut Meta, s: u64, e: u64| -> Result<()> {
+        let write_real = |m: &mut Meta, s: u64, e: u64| -> Result<()> {
             let mut p = s;
             while p < e {
                 let n = (e - p).min(gran - p % gran);
@@ -997,7 +997,7 @@ impl BlockDriver for Qcow2 {
         while p < b_eff {
             let cend = ((p / g.cs) + 1) * g.cs;
             let n = b_eff.min(cend) - p;
-            if g.extended || n == g.cs || (p % g.cs == 0 && p + n >= self.virtual_size()) {
+            if g.extended || n == g.cs || (p.is_multiple_of(g.cs) && p + n >= self.virtual_size()) {
                 self.zero_clusters(&mut m, p, n, may_unmap)?;
             } else {
                 write_real(&mut m, p, (p + n).min(end))?;
@@ -1062,7 +1062,7 @@ impl BlockDriver for Qcow2 {
         self.check_writable()?;
         let g = self.g;
         let old = self.virtual_size();
-        if new_size % 512 != 0 {
+        if !new_size.is_multiple_of(512) {
             return invalid("The new size must be a multiple of 512");
         }
         {
@@ -1178,7 +1178,7 @@ impl BlockDriver for Qcow2 {
     fn write_compressed_data(&self, offset: u64, c: &[u8]) -> Result<()> {
         self.check_writable()?;
         let g = self.g;
-        if offset % g.cs != 0 || c.len() as u64 >= g.cs || c.is_empty() {
+        if !offset.is_multiple_of(g.cs) || c.len() as u64 >= g.cs || c.is_empty() {
             return invalid("Compressed writes must be single aligned clusters");
         }
         self.check_range(offset, 1)?;

@@ -363,7 +363,7 @@ pub fn apply(q: &Qcow2, name: &str) -> Result<()> {
     let mut m = q.lock();
     writable(&m)?;
     let Some(i) = find(&m, name) else {
-        return Err(Error::Invalid(format!("snapshot not found")));
+        return Err(Error::Invalid("snapshot not found".to_string()));
     };
     let sn = m.snapshots[i].clone();
     let g = m.g;
@@ -398,7 +398,7 @@ pub fn delete(q: &Qcow2, name: &str) -> Result<()> {
     let mut m = q.lock();
     writable(&m)?;
     let Some(i) = find(&m, name) else {
-        return Err(Error::Invalid(format!("snapshot not found")));
+        return Err(Error::Invalid("snapshot not found".to_string()));
     };
     let g = m.g;
     let sn = m.snapshots[i].clone();

@@ -57,7 +57,7 @@ touch "$BENCH_RESULTS" "$BENCH_GOALS"
 
 VK_MISSING=""
 if ! command -v "${VK[0]}" >/dev/null 2>&1; then
-  VK_MISSING="virtkit not found: ${VK[0]} (cargo build --release?)"
+  VK_MISSING="not found: ${VK[0]} (cargo build --release?)"
 fi
 
 # ---------------------------------------------------------------- inputs --
@@ -260,7 +260,7 @@ bench_convert() {
         SIZE[$id.$t]=$(stat -c %s "$out" 2>/dev/null || echo 0)
         if [ "$t" = vk ] && [ "$BENCH_VERIFY" = 1 ] && [ -n "$verify" ]; then
           if ! "$verify" "$out" >"$BENCH_TMP/verify" 2>&1; then
-            ERR[$id.vk]="wrong output: $(grep -m1 . "$BENCH_TMP/verify" | cut -c1-60)"
+            ERR[$id.vk]="wrong output: $(grep -m1 . "$BENCH_TMP/verify" | cut -c1-60 || true)"
           fi
         fi
       fi
@@ -386,10 +386,14 @@ bench_banner() { # printed once: by run.sh, or by a script run on its own
   echo "RATIO = qemu-img time / virtkit time (> 1: virtkit faster); MiB = peak RSS"
 }
 
-# Shared verifiers for converted outputs (reference qemu-img does the checking).
-verify_qcow2_of_raw() {
-  "${QEMU[@]}" check -q -f qcow2 "$1" && "${QEMU[@]}" compare -q -f raw -F qcow2 "$(disk_raw)" "$1"
+# Shared verifiers for converted outputs (the reference qemu-img does the
+# checking); on failure they print one line saying what is wrong.
+verify_check() {
+  "${QEMU[@]}" check -f qcow2 "$1" >/dev/null 2>&1 || { echo "qemu-img check reports errors"; return 1; }
 }
-verify_raw_of_qcow2() {
-  "${QEMU[@]}" compare -q -f qcow2 -F raw "$(disk_qcow2)" "$1"
+verify_compare() { # FMT1 IMG1 FMT2 IMG2
+  local msg
+  msg=$("${QEMU[@]}" compare -f "$1" -F "$3" "$2" "$4" 2>&1) || { echo "${msg:-compare failed}"; return 1; }
 }
+verify_qcow2_of_raw() { verify_check "$1" && verify_compare raw "$(disk_raw)" qcow2 "$1"; }
+verify_raw_of_qcow2() { verify_compare qcow2 "$(disk_qcow2)" raw "$1"; }

@@ -1,1 +1,61 @@
-fn main(){}
+//! virtkit: one binary, many personalities. Invoked as `virtkit SUBCOMMAND ...` or through a
+//! link named like a classic tool (`qemu-img`), it speaks that tool's command line.
+
+mod getopt;
+mod img;
+mod qjson;
+
+use std::path::Path;
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+virtkit: the Linux virtualization stack in one binary
+
+Usage: virtkit <command> [args...]
+
+Commands:
+  img       disk images (qemu-img compatible: create, info, convert, check, resize,
+            snapshot, compare, map)
+  help      this text
+  version   print the version
+
+Personalities: link or copy the binary under one of these names to get that tool's
+command line, output and exit codes:
+  qemu-img  (same as `virtkit img`)
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    let argv0 = args
+        .first()
+        .map(|a| {
+            Path::new(a)
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        })
+        .unwrap_or_default();
+    let code = match argv0.as_str() {
+        "qemu-img" => img::main("qemu-img", &args[1..]),
+        _ => match args.get(1).map(String::as_str) {
+            Some("img") => img::main("virtkit", &args[2..]),
+            Some("version" | "--version" | "-V") => {
+                println!("virtkit {}", env!("CARGO_PKG_VERSION"));
+                0
+            }
+            Some("help" | "--help" | "-h") | None => {
+                print!("{USAGE}");
+                if args.len() < 2 {
+                    1
+                } else {
+                    0
+                }
+            }
+            Some(other) => {
+                eprintln!("virtkit: unknown command '{other}' (try 'virtkit help')");
+                1
+            }
+        },
+    };
+    ExitCode::from(code as u8)
+}

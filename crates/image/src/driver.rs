@@ -1,0 +1,194 @@
+//! The driver trait every image format implements, and the data it reports.
+
+use crate::error::{Error, Result};
+use crate::info::{ImageInfo, SnapshotInfo};
+use std::fs::File;
+use std::path::Path;
+
+/// The on-disk formats the block layer knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Raw,
+    Qcow2,
+}
+
+impl Format {
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Raw => "raw",
+            Format::Qcow2 => "qcow2",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Format> {
+        match s {
+            "raw" => Some(Format::Raw),
+            "qcow2" => Some(Format::Qcow2),
+            _ => None,
+        }
+    }
+}
+
+/// What a range of one layer holds (QEMU's block status, for this layer only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Alloc {
+    /// Data stored in this layer, at `host` in this layer's file when it is addressable there.
+    Data { host: Option<u64>, compressed: bool },
+    /// Reads as zeros without falling through to the backing file.
+    Zero { host: Option<u64> },
+    /// Not in this layer: reads come from the backing file (or zeros without one).
+    Unallocated,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Status {
+    pub alloc: Alloc,
+    /// Bytes from the queried offset for which `alloc` holds (at least 1, at most the query).
+    pub len: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Preallocation {
+    #[default]
+    Off,
+    Metadata,
+    Falloc,
+    Full,
+}
+
+impl Preallocation {
+    pub fn from_name(s: &str) -> Option<Self> {
+        Some(match s {
+            "off" => Self::Off,
+            "metadata" => Self::Metadata,
+            "falloc" => Self::Falloc,
+            "full" => Self::Full,
+            _ => return None,
+        })
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::Metadata => "metadata",
+            Self::Falloc => "falloc",
+            Self::Full => "full",
+        }
+    }
+}
+
+/// Result of a consistency check, with qemu-img's counters.
+#[derive(Debug, Clone, Default)]
+pub struct CheckReport {
+    pub corruptions: u64,
+    pub leaks: u64,
+    pub check_errors: u64,
+    pub corruptions_fixed: u64,
+    pub leaks_fixed: u64,
+    pub image_end_offset: u64,
+    pub total_clusters: u64,
+    pub allocated_clusters: u64,
+    pub fragmented_clusters: u64,
+    pub compressed_clusters: u64,
+    /// Per-problem lines, in the words qemu-img uses, printed to stderr by the CLI.
+    pub messages: Vec<String>,
+}
+
+/// What the caller allows a repair to fix (qemu-img check -r).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Repair {
+    None,
+    Leaks,
+    All,
+}
+
+/// One image format over one file, with its backing chain below it.
+///
+/// All I/O is positional and `&self`, so one open image serves several threads; drivers
+/// serialize their metadata internally.
+pub trait BlockDriver: Send + Sync {
+    fn format(&self) -> Format;
+    fn filename(&self) -> &Path;
+    fn file(&self) -> &File;
+    fn virtual_size(&self) -> u64;
+    /// Granularity of allocation, where the format has one.
+    fn cluster_size(&self) -> Option<u64> {
+        None
+    }
+    fn read_only(&self) -> bool;
+
+    /// Reads the guest-visible content (backing chain included).
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()>;
+    fn write_at(&self, buf: &[u8], offset: u64) -> Result<()>;
+    /// Makes the range read as zero; with `may_unmap` the space may be freed.
+    fn write_zeroes(&self, offset: u64, len: u64, may_unmap: bool) -> Result<()>;
+    /// Drops the range's data; afterwards it reads as zero or as the backing file.
+    fn discard(&self, offset: u64, len: u64) -> Result<()>;
+    fn flush(&self) -> Result<()>;
+
+    /// Status of this layer at `offset`, for a prefix of at most `len` bytes.
+    fn block_status(&self, offset: u64, len: u64) -> Result<Status>;
+
+    fn resize(&self, new_size: u64, prealloc: Preallocation, shrink: bool) -> Result<()>;
+
+    fn backing(&self) -> Option<&dyn BlockDriver> {
+        None
+    }
+
+    fn info(&self) -> Result<ImageInfo>;
+
+    /// Compresses one cluster for this image (None: store it uncompressed). Thread-safe and
+    /// lock-free, so callers compress in parallel and write in order.
+    fn compress_cluster(&self, _buf: &[u8]) -> Result<Option<Vec<u8>>> {
+        Err(Error::Unsupported(format!(
+            "Compression is not supported for '{}' format",
+            self.format().name()
+        )))
+    }
+
+    /// Stores data produced by `compress_cluster` for the cluster at `offset`.
+    fn write_compressed_data(&self, _offset: u64, _data: &[u8]) -> Result<()> {
+        Err(Error::Unsupported(format!(
+            "Compression is not supported for '{}' format",
+            self.format().name()
+        )))
+    }
+
+    /// Writes one cluster compressed (qemu-img convert -c), or plain when it does not shrink.
+    fn write_compressed(&self, offset: u64, buf: &[u8]) -> Result<()> {
+        match self.compress_cluster(buf)? {
+            Some(c) => self.write_compressed_data(offset, &c),
+            None => self.write_at(buf, offset),
+        }
+    }
+
+    /// Whether unwritten areas of a fresh image read as zero without any write.
+    fn has_zero_init(&self) -> bool {
+        false
+    }
+
+    fn check(&self, _repair: Repair) -> Result<CheckReport> {
+        Err(Error::Unsupported(
+            "This image format does not support checks".into(),
+        ))
+    }
+
+    fn snapshots(&self) -> Result<Vec<SnapshotInfo>> {
+        Ok(Vec::new())
+    }
+    fn snapshot_create(&self, _name: &str) -> Result<()> {
+        Err(self.no_snapshots())
+    }
+    fn snapshot_apply(&self, _name: &str) -> Result<()> {
+        Err(self.no_snapshots())
+    }
+    fn snapshot_delete(&self, _name: &str) -> Result<()> {
+        Err(self.no_snapshots())
+    }
+    #[doc(hidden)]
+    fn no_snapshots(&self) -> Error {
+        Error::Unsupported(format!(
+            "Block format '{}' used by device '' does not support internal snapshots",
+            self.format().name()
+        ))
+    }
+}

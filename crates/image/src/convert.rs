@@ -219,7 +219,7 @@ fn kind_at(src: &dyn BlockDriver, off: u64, len: u64, o: &ConvertOptions) -> Res
         let k = match st.alloc {
             Alloc::Data { .. } => Kind::Data,
             Alloc::Zero { .. } => Kind::Zero,
-            Alloc::Unallocated => Kind::Skip,
+            Alloc::Unallocated { .. } => Kind::Skip,
         };
         return Ok((k, st.len));
     }

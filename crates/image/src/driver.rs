@@ -37,7 +37,8 @@ pub enum Alloc {
     /// Reads as zeros without falling through to the backing file.
     Zero { host: Option<u64> },
     /// Not in this layer: reads come from the backing file (or zeros without one).
-    Unallocated,
+    /// `host`: space reserved in this layer's file anyway (QEMU reports it when nothing lies below).
+    Unallocated { host: Option<u64> },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -62,14 +62,14 @@ pub fn chain_status(top: &dyn BlockDriver, off: u64, len: u64) -> Result<MapEntr
                 return Ok(e(true, false, true, compressed, host, d))
             }
             Alloc::Zero { host } => return Ok(e(true, true, false, false, host, d)),
-            Alloc::Unallocated => match d.backing() {
+            Alloc::Unallocated { host } => match d.backing() {
                 Some(b) if off < b.virtual_size() => {
                     n = n.min(b.virtual_size() - off);
                     d = b;
                     depth += 1;
                 }
                 // Nothing below, or past the end of the backing file: reads as zero.
-                _ => return Ok(e(false, true, false, false, None, d)),
+                _ => return Ok(e(false, true, false, false, host, d)),
             },
         }
     }

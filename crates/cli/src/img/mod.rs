@@ -184,6 +184,16 @@ pub fn open_image(
     fmt: Option<Format>,
     writable: bool,
 ) -> R<Box<dyn BlockDriver>> {
+    open_image_with(ctx, path, fmt, writable, false)
+}
+
+pub fn open_image_with(
+    ctx: &Ctx,
+    path: &str,
+    fmt: Option<Format>,
+    writable: bool,
+    for_check: bool,
+) -> R<Box<dyn BlockDriver>> {
     let probed_raw = fmt.is_none()
         && writable
         && virtkit_image::chain::probe(Path::new(path))
@@ -195,6 +205,7 @@ pub fn open_image(
             format: fmt,
             writable,
             no_backing: false,
+            for_check,
         },
     )
     .map_err(|e| match e {

@@ -84,7 +84,8 @@ pub fn decode(
 /// What one subcluster (or a whole cluster without extended L2) of the active layer holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sub {
-    Unallocated,
+    /// Falls through to the backing file; the host cluster when one is allocated anyway.
+    Unallocated(Option<u64>),
     /// Reads as zero; the host cluster when one is preallocated.
     Zero(Option<u64>),
     Data(u64),
@@ -107,7 +108,7 @@ pub fn subcluster(c: Cluster, bitmap: u64, i: u32, sc_size: u64) -> Result<Sub> 
             Ok(if zero {
                 Sub::Zero(None)
             } else {
-                Sub::Unallocated
+                Sub::Unallocated(None)
             })
         }
         Cluster::Normal(h) | Cluster::ZeroAlloc(h) => {
@@ -121,7 +122,7 @@ pub fn subcluster(c: Cluster, bitmap: u64, i: u32, sc_size: u64) -> Result<Sub> 
             } else if zero {
                 Sub::Zero(Some(h + i as u64 * sc_size))
             } else {
-                Sub::Unallocated
+                Sub::Unallocated(Some(h + i as u64 * sc_size))
             })
         }
     }

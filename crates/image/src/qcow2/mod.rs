@@ -122,7 +122,7 @@ pub(crate) struct Meta {
 enum Map {
     Data(u64),
     Zero(Option<u64>),
-    Unallocated,
+    Unallocated(Option<u64>),
     Compressed { offset: u64, len: u64, guest: u64 },
 }
 
@@ -174,7 +174,7 @@ impl Meta {
         let c = self.decode(e)?;
         if !self.g.extended {
             return Ok(match c {
-                Cluster::Unallocated => Sub::Unallocated,
+                Cluster::Unallocated => Sub::Unallocated(None),
                 Cluster::ZeroPlain => Sub::Zero(None),
                 Cluster::ZeroAlloc(h) => Sub::Zero(Some(h)),
                 Cluster::Normal(h) => Sub::Data(h),
@@ -205,7 +205,7 @@ impl Meta {
         let m = match first {
             Sub::Data(h) => Map::Data(h + in_sc),
             Sub::Zero(h) => Map::Zero(h.map(|h| h + in_sc)),
-            Sub::Unallocated => Map::Unallocated,
+            Sub::Unallocated(h) => Map::Unallocated(h.map(|h| h + in_sc)),
             Sub::Compressed { .. } => unreachable!(),
         };
         let mut n = (g.sc_size - in_sc).min(max);
@@ -217,7 +217,8 @@ impl Meta {
                 (Map::Data(h), Sub::Data(h2)) => h2 == h + n,
                 (Map::Zero(None), Sub::Zero(None)) => true,
                 (Map::Zero(Some(h)), Sub::Zero(Some(h2))) => h2 == h + n,
-                (Map::Unallocated, Sub::Unallocated) => true,
+                (Map::Unallocated(None), Sub::Unallocated(None)) => true,
+                (Map::Unallocated(Some(h)), Sub::Unallocated(Some(h2))) => h2 == h + n,
                 _ => false,
             };
             if !same {
@@ -317,7 +318,11 @@ impl Meta {
     fn alloc_bytes(&mut self, len: u64) -> Result<u64> {
         let cs = self.g.cs;
         let cb = self.g.cluster_bits;
-        let cur = self.comp_cursor;
+        let mut cur = self.comp_cursor;
+        // Narrow refcounts (refcount_bits=1) cannot count more sharers: start a fresh cluster.
+        if cur != 0 && cur % cs != 0 && self.refcount(cur >> cb)? >= self.rc_max() {
+            cur = 0;
+        }
         if cur != 0 {
             let used = cur % cs;
             if used != 0 && used + len <= cs {
@@ -388,6 +393,11 @@ pub struct Opened {
 impl Qcow2 {
     /// Opens the file and parses all metadata; the caller attaches the backing chain.
     pub fn open(path: &Path, writable: bool) -> Result<Opened> {
+        Self::open_with(path, writable, false)
+    }
+
+    /// `for_check`: leave a dirty image as it is, for `check` to report and repair.
+    pub fn open_with(path: &Path, writable: bool, for_check: bool) -> Result<Opened> {
         let file = OpenOptions::new().read(true).write(writable).open(path)?;
         let file_len = fileio::file_len(&file)?;
         let mut first = vec![0u8; file_len.min(2 << 20) as usize];
@@ -441,7 +451,10 @@ impl Qcow2 {
             read_only: !writable,
             m: Mutex::new(meta),
         };
-        if writable && img.lock().hdr.incompatible_features & header::INCOMPAT_DIRTY != 0 {
+        if writable
+            && !for_check
+            && img.lock().hdr.incompatible_features & header::INCOMPAT_DIRTY != 0
+        {
             // Lazy refcounts left dirty by a crash: rebuild them before any allocation.
             let report = img.check(Repair::All)?;
             if report.corruptions > report.corruptions_fixed {
@@ -512,7 +525,7 @@ impl Qcow2 {
             match map {
                 Map::Data(h) => fileio::read_full(&self.file, dst, h)?,
                 Map::Zero(_) => dst.fill(0),
-                Map::Unallocated => self.read_backing(dst, off + pos as u64)?,
+                Map::Unallocated(_) => self.read_backing(dst, off + pos as u64)?,
                 Map::Compressed { offset, len, guest } => {
                     let c = m.compressed_cluster(offset, len)?;
                     let s = (off + pos as u64 - guest) as usize;
@@ -911,7 +924,7 @@ impl BlockDriver for Qcow2 {
                     fileio::read_full(&self.file, dst, h)?;
                 }
                 Map::Zero(_) => dst.fill(0),
-                Map::Unallocated => {
+                Map::Unallocated(_) => {
                     drop(m);
                     self.read_backing(dst, off)?;
                 }
@@ -1040,7 +1053,7 @@ impl BlockDriver for Qcow2 {
                 compressed: true,
             },
             Map::Zero(h) => Alloc::Zero { host: h },
-            Map::Unallocated => Alloc::Unallocated,
+            Map::Unallocated(host) => Alloc::Unallocated { host },
         };
         Ok(Status { alloc, len: n })
     }

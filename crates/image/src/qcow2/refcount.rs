@@ -9,7 +9,7 @@ use crate::error::{corrupt, Error, Result};
 use crate::fileio;
 
 impl Meta {
-    fn rc_max(&self) -> u64 {
+    pub(super) fn rc_max(&self) -> u64 {
         if self.g.rc_order == 6 {
             u64::MAX
         } else {

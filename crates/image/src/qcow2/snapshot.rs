@@ -173,6 +173,41 @@ fn tree_refcounts(m: &mut Meta, l1: &[u64], delta: i64) -> Result<()> {
     Ok(())
 }
 
+/// Refuses, before anything is written, a snapshot whose refcounts would overflow.
+fn check_headroom(m: &mut Meta, l1: &[u64]) -> Result<()> {
+    let g = m.g;
+    let max = m.rc_max();
+    let mut probe = |m: &mut Meta, c: u64| -> Result<()> {
+        if m.refcount(c)? >= max {
+            return Err(Error::Invalid(format!(
+                "Refcount overflow for cluster {c:#x}: refcount_bits={} is too narrow for another snapshot",
+                1u32 << g.rc_order
+            )));
+        }
+        Ok(())
+    };
+    for &l1e in l1 {
+        let l2off = l1e & OFFSET_MASK;
+        if l2off == 0 {
+            continue;
+        }
+        probe(m, l2off >> g.cluster_bits)?;
+        let t = m.l2_load(l2off)?.clone();
+        for i in 0..g.l2_entries as usize {
+            match m.decode(t[i * g.w()])? {
+                Cluster::Normal(h) | Cluster::ZeroAlloc(h) => probe(m, h >> g.cluster_bits)?,
+                Cluster::Compressed { offset, len } => {
+                    for c in (offset >> g.cluster_bits)..=((offset + len - 1) >> g.cluster_bits) {
+                        probe(m, c)?;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Sets COPIED in the active tree exactly where the refcount is 1, as QEMU requires.
 pub(crate) fn fix_copied(m: &mut Meta) -> Result<()> {
     let g = m.g;
@@ -280,6 +315,7 @@ pub fn create(q: &Qcow2, name: &str) -> Result<()> {
         .unwrap_or(0)
         + 1;
     let l1 = m.l1.clone();
+    check_headroom(&mut m, &l1)?;
     let l1_off = if l1.is_empty() {
         0
     } else {

@@ -64,7 +64,7 @@ fn kill_loop(src: &Path, dst: &Path, args: &[&str], kills: usize, seed: u64, fre
         let _ = std::fs::remove_file(dst);
     }
     let mut rng = Rng::new(seed);
-    let ms = full.as_millis().max(50) as u64;
+    let mut ms = full.as_millis().max(50) as u64;
     let mut interrupted = 0;
     for i in 0..kills {
         // somewhere between 10% and 95% of a full run (at least 30 ms in)
@@ -74,6 +74,9 @@ fn kill_loop(src: &Path, dst: &Path, args: &[&str], kills: usize, seed: u64, fre
         }
         if kill_after(args, delay) {
             interrupted += 1;
+        } else {
+            // finished before the kill (calibration ran slower): aim earlier
+            ms = ms * 2 / 3;
         }
         if !dst.exists() {
             continue; // killed before the target was created
@@ -141,7 +144,7 @@ fn kill_during_convert_n_onto_snapshotted_image() {
 fn kill_loop_n(src: &Path, dst: &Path, orig: &Path, args: &[&str], kills: usize, seed: u64) {
     let full = calibrate(args, Duration::from_secs(60));
     let mut rng = Rng::new(seed);
-    let ms = full.as_millis().max(50) as u64;
+    let mut ms = full.as_millis().max(50) as u64;
     let mut interrupted = 0;
     for i in 0..kills {
         // go back to the snapshot: all clusters shared again (done by qemu-img)
@@ -149,6 +152,8 @@ fn kill_loop_n(src: &Path, dst: &Path, orig: &Path, args: &[&str], kills: usize,
         let delay = Duration::from_millis((ms / 10 + rng.below(ms * 85 / 100 + 1)).max(30));
         if kill_after(args, delay) {
             interrupted += 1;
+        } else {
+            ms = ms * 2 / 3;
         }
         verify_survivor(dst, &format!("kill #{i} after {delay:?} of `{}`", args.join(" ")));
         // the snapshot's data is intact

@@ -53,9 +53,23 @@ fn verify_survivor(img: &Path, ctx: &str) {
         q.stderr
     );
     let r = vk(&["check", "-r", "leaks", "-f", "qcow2", s(img)]);
-    assert_eq!(r.code, Some(0), "{ctx}: virtkit img check -r leaks exited {:?}\n{}{}", r.code, r.stdout, r.stderr);
+    assert_eq!(
+        r.code,
+        Some(0),
+        "{ctx}: virtkit img check -r leaks exited {:?}\n{}{}",
+        r.code,
+        r.stdout,
+        r.stderr
+    );
     let q = qemu_img(&["check", "-f", "qcow2", s(img)]);
-    assert_eq!(q.code, Some(0), "{ctx}: qemu-img check after repair exited {:?}\n{}{}", q.code, q.stdout, q.stderr);
+    assert_eq!(
+        q.code,
+        Some(0),
+        "{ctx}: qemu-img check after repair exited {:?}\n{}{}",
+        q.code,
+        q.stdout,
+        q.stderr
+    );
 }
 
 fn kill_loop(src: &Path, dst: &Path, args: &[&str], kills: usize, seed: u64, fresh: bool) {
@@ -81,9 +95,15 @@ fn kill_loop(src: &Path, dst: &Path, args: &[&str], kills: usize, seed: u64, fre
         if !dst.exists() {
             continue; // killed before the target was created
         }
-        verify_survivor(dst, &format!("kill #{i} after {delay:?} of `{}`", args.join(" ")));
+        verify_survivor(
+            dst,
+            &format!("kill #{i} after {delay:?} of `{}`", args.join(" ")),
+        );
     }
-    assert!(interrupted > 0, "no convert was interrupted (full run takes {full:?})");
+    assert!(
+        interrupted > 0,
+        "no convert was interrupted (full run takes {full:?})"
+    );
     // the survivor is a usable target: a complete run produces the right content
     if fresh {
         let _ = std::fs::remove_file(dst);
@@ -109,7 +129,17 @@ fn kill_during_convert_to_qcow2() {
     kill_loop(&src, &dst, &args, 6, 11, true);
     // small clusters: far more metadata updates in flight
     let dst2 = d.path().join("dst4k.qcow2");
-    let args = ["convert", "-f", "raw", "-O", "qcow2", "-o", "cluster_size=4k", s(&src), s(&dst2)];
+    let args = [
+        "convert",
+        "-f",
+        "raw",
+        "-O",
+        "qcow2",
+        "-o",
+        "cluster_size=4k",
+        s(&src),
+        s(&dst2),
+    ];
     kill_loop(&src, &dst2, &args, 4, 12, true);
 }
 
@@ -119,7 +149,16 @@ fn kill_during_compressed_convert() {
     // compression is CPU bound (and slow in debug builds): keep the source small
     let src = big_source(d.path(), 24 * MIB, 2);
     let dst = d.path().join("dst.qcow2");
-    let args = ["convert", "-c", "-f", "raw", "-O", "qcow2", s(&src), s(&dst)];
+    let args = [
+        "convert",
+        "-c",
+        "-f",
+        "raw",
+        "-O",
+        "qcow2",
+        s(&src),
+        s(&dst),
+    ];
     kill_loop(&src, &dst, &args, 5, 21, true);
 }
 
@@ -135,7 +174,16 @@ fn kill_during_convert_n_onto_snapshotted_image() {
     let dst = d.path().join("dst.qcow2");
     qemu_img(&["convert", "-f", "raw", "-O", "qcow2", s(&orig), s(&dst)]).assert_ok();
     qemu_img(&["snapshot", "-c", "keep", s(&dst)]).assert_ok();
-    let args = ["convert", "-n", "-f", "raw", "-O", "qcow2", s(&src), s(&dst)];
+    let args = [
+        "convert",
+        "-n",
+        "-f",
+        "raw",
+        "-O",
+        "qcow2",
+        s(&src),
+        s(&dst),
+    ];
     // calibration in kill_loop runs the convert once fully; restore the snapshot
     // state so the kills hit the COW path again
     kill_loop_n(&src, &dst, &orig, &args, 6, 31);
@@ -155,12 +203,21 @@ fn kill_loop_n(src: &Path, dst: &Path, orig: &Path, args: &[&str], kills: usize,
         } else {
             ms = ms * 2 / 3;
         }
-        verify_survivor(dst, &format!("kill #{i} after {delay:?} of `{}`", args.join(" ")));
+        verify_survivor(
+            dst,
+            &format!("kill #{i} after {delay:?} of `{}`", args.join(" ")),
+        );
         // the snapshot's data is intact
-        let names = qemu_info_json(dst)["snapshots"].as_array().map(|a| a.len()).unwrap_or(0);
+        let names = qemu_info_json(dst)["snapshots"]
+            .as_array()
+            .map(|a| a.len())
+            .unwrap_or(0);
         assert_eq!(names, 1, "snapshot lost after kill #{i}");
     }
-    assert!(interrupted > 0, "no convert was interrupted (full run takes {full:?})");
+    assert!(
+        interrupted > 0,
+        "no convert was interrupted (full run takes {full:?})"
+    );
     vk(args).assert_ok();
     qemu_check_clean(dst);
     qemu_compare_identical(src, "raw", dst, "qcow2");

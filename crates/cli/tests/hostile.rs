@@ -37,12 +37,42 @@ fn fixture() -> Fixture {
     let a = dir.join("a.qcow2");
     qemu_img(&["convert", "-f", "raw", "-O", "qcow2", s(&raw), s(&a)]).assert_ok();
     let b = dir.join("b.qcow2");
-    qemu_img(&["convert", "-f", "raw", "-O", "qcow2", "-o", "cluster_size=4k", s(&raw), s(&b)]).assert_ok();
+    qemu_img(&[
+        "convert",
+        "-f",
+        "raw",
+        "-O",
+        "qcow2",
+        "-o",
+        "cluster_size=4k",
+        s(&raw),
+        s(&b),
+    ])
+    .assert_ok();
     qemu_img(&["snapshot", "-c", "snap1", s(&b)]).assert_ok();
     qio("qcow2", &b, &["write -P 0x5 0 64k"]);
     let c = dir.join("c.qcow2");
-    qemu_img(&["convert", "-c", "-f", "raw", "-O", "qcow2", "-o", "cluster_size=4k", s(&raw), s(&c)]).assert_ok();
-    Fixture { img64k: read(&a), img4k: read(&b), imgc: read(&c), clean_raw: raw, _dir: d, dir }
+    qemu_img(&[
+        "convert",
+        "-c",
+        "-f",
+        "raw",
+        "-O",
+        "qcow2",
+        "-o",
+        "cluster_size=4k",
+        s(&raw),
+        s(&c),
+    ])
+    .assert_ok();
+    Fixture {
+        img64k: read(&a),
+        img4k: read(&b),
+        imgc: read(&c),
+        clean_raw: raw,
+        _dir: d,
+        dir,
+    }
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -59,31 +89,60 @@ fn probe(img: &Path, label: &str, clean: &Path) {
     let cmds: Vec<(Kind, Vec<&str>)> = vec![
         (Kind::Other, vec!["info", s(img)]),
         (Kind::Other, vec!["info", "--output=json", s(img)]),
-        (Kind::Other, vec!["info", "-f", "qcow2", "--backing-chain", s(img)]),
+        (
+            Kind::Other,
+            vec!["info", "-f", "qcow2", "--backing-chain", s(img)],
+        ),
         (Kind::Other, vec!["map", "--output=json", s(img)]),
         (Kind::Other, vec!["map", "-f", "qcow2", s(img)]),
         (Kind::Other, vec!["convert", "-O", "raw", s(img), s(&out)]),
         (Kind::Other, vec!["compare", s(img), s(clean)]),
         (Kind::Check, vec!["check", s(img)]),
-        (Kind::Check, vec!["check", "--output=json", "-f", "qcow2", s(img)]),
+        (
+            Kind::Check,
+            vec!["check", "--output=json", "-f", "qcow2", s(img)],
+        ),
     ];
     for (kind, args) in cmds {
         let o = vk_raw(&args, HOSTILE_TIMEOUT);
         let ctx = format!("[{label}] {}", o.cmdline);
         assert!(!o.timed_out, "{ctx}: timed out (>{HOSTILE_TIMEOUT:?})");
-        assert!(o.signal.is_none(), "{ctx}: killed by signal {:?}\nstderr: {}", o.signal, o.stderr);
-        assert_ne!(o.code, Some(101), "{ctx}: exit 101 (panic)\nstderr: {}", o.stderr);
-        assert!(!o.stderr.contains("panicked"), "{ctx}: panicked\nstderr: {}", o.stderr);
+        assert!(
+            o.signal.is_none(),
+            "{ctx}: killed by signal {:?}\nstderr: {}",
+            o.signal,
+            o.stderr
+        );
+        assert_ne!(
+            o.code,
+            Some(101),
+            "{ctx}: exit 101 (panic)\nstderr: {}",
+            o.stderr
+        );
+        assert!(
+            !o.stderr.contains("panicked"),
+            "{ctx}: panicked\nstderr: {}",
+            o.stderr
+        );
         // `compare` exit 1 means "images differ" (a result, reported on stdout)
         let differ = args[0] == "compare" && o.code == Some(1);
         if !o.ok() && !differ {
-            assert!(!o.stderr.trim().is_empty(), "{ctx}: failed (exit {:?}) without a message", o.code);
+            assert!(
+                !o.stderr.trim().is_empty(),
+                "{ctx}: failed (exit {:?}) without a message",
+                o.code
+            );
             // The one-line rule is stricter than qemu-img (which prints e.g. a
             // "qcow2: Image is corrupt" event line plus the error, or one line per
             // failed request in convert); it is not enforced against the oracle.
             if kind == Kind::Other && !using_override() {
                 let lines: Vec<&str> = o.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-                assert!(lines.len() <= 1, "{ctx}: more than one line on stderr (exit {:?}):\n{}", o.code, o.stderr);
+                assert!(
+                    lines.len() <= 1,
+                    "{ctx}: more than one line on stderr (exit {:?}):\n{}",
+                    o.code,
+                    o.stderr
+                );
             }
         } else if args.contains(&"--output=json") {
             let _ = o.json();
@@ -100,7 +159,10 @@ fn probe(img: &Path, label: &str, clean: &Path) {
         }
         let _ = std::fs::remove_file(&out);
         let after = read(img);
-        assert!(after == before, "{ctx}: read-only command modified the input file");
+        assert!(
+            after == before,
+            "{ctx}: read-only command modified the input file"
+        );
     }
 }
 
@@ -124,7 +186,47 @@ fn truncated_files() {
     let f = fixture();
     for base in [&f.img64k, &f.img4k, &f.imgc] {
         let n = base.len();
-        for cut in [0, 1, 3, 4, 7, 8, 19, 20, 23, 24, 31, 36, 40, 47, 48, 56, 63, 64, 71, 72, 80, 96, 99, 100, 103, 104, 105, 111, 112, 200, 511, 4096, 4097, 65536, 65537, 131072, n / 2, n - 4096, n - 1] {
+        for cut in [
+            0,
+            1,
+            3,
+            4,
+            7,
+            8,
+            19,
+            20,
+            23,
+            24,
+            31,
+            36,
+            40,
+            47,
+            48,
+            56,
+            63,
+            64,
+            71,
+            72,
+            80,
+            96,
+            99,
+            100,
+            103,
+            104,
+            105,
+            111,
+            112,
+            200,
+            511,
+            4096,
+            4097,
+            65536,
+            65537,
+            131072,
+            n / 2,
+            n - 4096,
+            n - 1,
+        ] {
             if cut >= n {
                 continue;
             }
@@ -141,7 +243,11 @@ fn absurd_header_fields() {
     let past = file_len + (1 << 30);
     let mut cases: Vec<(String, Vec<u8>)> = Vec::new();
     for base_name in ["64k", "4k"] {
-        let base = if base_name == "64k" { &f.img64k } else { &f.img4k };
+        let base = if base_name == "64k" {
+            &f.img64k
+        } else {
+            &f.img4k
+        };
         let mut add = |name: &str, e: &dyn Fn(&mut Vec<u8>)| {
             let mut b = base.clone();
             e(&mut b);
@@ -152,7 +258,9 @@ fn absurd_header_fields() {
         }
         add("badmagic", &|b| put_be32(b, MAGIC, 0x5146_49fc));
         for cb in [0u32, 1, 8, 22, 31, 32, 63, 64, 0xffff_ffff] {
-            add(&format!("cluster_bits{cb}"), &|b| put_be32(b, CLUSTER_BITS, cb));
+            add(&format!("cluster_bits{cb}"), &|b| {
+                put_be32(b, CLUSTER_BITS, cb)
+            });
         }
         for sz in [0u64, 1, 511, u64::MAX, 1 << 62, 1 << 55, (1 << 40) + 1] {
             add(&format!("size{sz}"), &|b| put_be64(b, SIZE, sz));
@@ -164,7 +272,9 @@ fn absurd_header_fields() {
             add(&format!("l1_size{l1}"), &|b| put_be32(b, L1_SIZE, l1));
         }
         for off in [0u64, 1, 512, past, u64::MAX & !0xffff, u64::MAX, 1 << 62] {
-            add(&format!("l1_off{off:x}"), &|b| put_be64(b, L1_TABLE_OFFSET, off));
+            add(&format!("l1_off{off:x}"), &|b| {
+                put_be64(b, L1_TABLE_OFFSET, off)
+            });
         }
         add("l1_off_unaligned", &|b| {
             let o = be64(b, L1_TABLE_OFFSET);
@@ -175,16 +285,29 @@ fn absurd_header_fields() {
             put_be64(b, L1_TABLE_OFFSET, o)
         });
         for off in [0u64, 1, past, u64::MAX, 1 << 62] {
-            add(&format!("rt_off{off:x}"), &|b| put_be64(b, REFCOUNT_TABLE_OFFSET, off));
+            add(&format!("rt_off{off:x}"), &|b| {
+                put_be64(b, REFCOUNT_TABLE_OFFSET, off)
+            });
         }
         add("rt_off_unaligned", &|b| {
             let o = be64(b, REFCOUNT_TABLE_OFFSET);
             put_be64(b, REFCOUNT_TABLE_OFFSET, o + 512)
         });
         for n in [0u32, 0x10_0000, 0x7fff_ffff, 0xffff_ffff] {
-            add(&format!("rt_clusters{n}"), &|b| put_be32(b, REFCOUNT_TABLE_CLUSTERS, n));
+            add(&format!("rt_clusters{n}"), &|b| {
+                put_be32(b, REFCOUNT_TABLE_CLUSTERS, n)
+            });
         }
-        for (n, off) in [(0xffff_ffffu32, past), (0x10_0000, past), (1, 0u64), (1, past), (0xffff_ffff, 0), (65536, 65536), (1, 65536 + 8), (3, u64::MAX)] {
+        for (n, off) in [
+            (0xffff_ffffu32, past),
+            (0x10_0000, past),
+            (1, 0u64),
+            (1, past),
+            (0xffff_ffff, 0),
+            (65536, 65536),
+            (1, 65536 + 8),
+            (3, u64::MAX),
+        ] {
             add(&format!("snapshots{n}@{off:x}"), &|b| {
                 put_be32(b, NB_SNAPSHOTS, n);
                 put_be64(b, SNAPSHOTS_OFFSET, off)
@@ -206,29 +329,61 @@ fn absurd_header_fields() {
                 put_be64(b, INCOMPATIBLE_FEATURES, v | feat)
             });
         }
-        add("compat_features_all", &|b| put_be64(b, COMPATIBLE_FEATURES, u64::MAX));
-        add("autoclear_all", &|b| put_be64(b, AUTOCLEAR_FEATURES, u64::MAX));
+        add("compat_features_all", &|b| {
+            put_be64(b, COMPATIBLE_FEATURES, u64::MAX)
+        });
+        add("autoclear_all", &|b| {
+            put_be64(b, AUTOCLEAR_FEATURES, u64::MAX)
+        });
         for ro in [0u32, 7, 8, 63, 255, 0xffff_ffff] {
-            add(&format!("refcount_order{ro}"), &|b| put_be32(b, REFCOUNT_ORDER, ro));
+            add(&format!("refcount_order{ro}"), &|b| {
+                put_be32(b, REFCOUNT_ORDER, ro)
+            });
         }
-        for hl in [0u32, 50, 71, 72, 103, 105, 4096, 65536, 1 << 20, 0xffff_ffff] {
-            add(&format!("header_length{hl}"), &|b| put_be32(b, HEADER_LENGTH, hl));
+        for hl in [
+            0u32,
+            50,
+            71,
+            72,
+            103,
+            105,
+            4096,
+            65536,
+            1 << 20,
+            0xffff_ffff,
+        ] {
+            add(&format!("header_length{hl}"), &|b| {
+                put_be32(b, HEADER_LENGTH, hl)
+            });
         }
         add("compression_type7", &|b| {
             b[COMPRESSION_TYPE] = 7;
             let v = be64(b, INCOMPATIBLE_FEATURES);
             put_be64(b, INCOMPATIBLE_FEATURES, v | 1 << 3)
         });
-        add("compression_type_zstd_without_bit", &|b| b[COMPRESSION_TYPE] = 1);
+        add("compression_type_zstd_without_bit", &|b| {
+            b[COMPRESSION_TYPE] = 1
+        });
         // backing file fields
-        for (off, size) in [(past, 10u32), (512, 0xffff_ffff), (512, 1024), (512, 1023), (0, 16), (u64::MAX - 4, 16), (104, 8), (512, 0)] {
+        for (off, size) in [
+            (past, 10u32),
+            (512, 0xffff_ffff),
+            (512, 1024),
+            (512, 1023),
+            (0, 16),
+            (u64::MAX - 4, 16),
+            (104, 8),
+            (512, 0),
+        ] {
             add(&format!("backing{off:x}+{size}"), &|b| {
                 put_be64(b, BACKING_FILE_OFFSET, off);
                 put_be32(b, BACKING_FILE_SIZE, size)
             });
         }
         add("backing_name_binary", &|b| {
-            b[0x400..0x410].copy_from_slice(&[0xff, 0, 1, 2, b'/', b'.', b'.', 0xfe, 10, 13, 0, 0, 0, 0, 0, 9]);
+            b[0x400..0x410].copy_from_slice(&[
+                0xff, 0, 1, 2, b'/', b'.', b'.', 0xfe, 10, 13, 0, 0, 0, 0, 0, 9,
+            ]);
             put_be64(b, BACKING_FILE_OFFSET, 0x400);
             put_be32(b, BACKING_FILE_SIZE, 16)
         });
@@ -286,24 +441,48 @@ fn metadata_pointers_out_of_bounds_or_overlapping() {
         let mut add = |name: &str, bytes: Vec<u8>| cases.push((format!("{bn}-{name}"), bytes));
 
         // L1 entries
-        add("l1_past_eof", with(base, |b| put_be64(b, l1, flag_copied | far)));
-        add("l1_into_header", with(base, |b| put_be64(b, l1, flag_copied)));
-        add("l1_onto_l1", with(base, |b| put_be64(b, l1, flag_copied | l1 as u64)));
-        add("l1_onto_refcount_table", with(base, |b| put_be64(b, l1, flag_copied | rt as u64)));
-        add("l1_onto_refblock", with(base, |b| put_be64(b, l1, flag_copied | rb as u64)));
-        add("l1_unaligned", with(base, |b| {
-            let v = be64(b, l1);
-            put_be64(b, l1, v + 512)
-        }));
-        add("l1_reserved_bits", with(base, |b| {
-            let v = be64(b, l1);
-            put_be64(b, l1, v | 0x1ff)
-        }));
+        add(
+            "l1_past_eof",
+            with(base, |b| put_be64(b, l1, flag_copied | far)),
+        );
+        add(
+            "l1_into_header",
+            with(base, |b| put_be64(b, l1, flag_copied)),
+        );
+        add(
+            "l1_onto_l1",
+            with(base, |b| put_be64(b, l1, flag_copied | l1 as u64)),
+        );
+        add(
+            "l1_onto_refcount_table",
+            with(base, |b| put_be64(b, l1, flag_copied | rt as u64)),
+        );
+        add(
+            "l1_onto_refblock",
+            with(base, |b| put_be64(b, l1, flag_copied | rb as u64)),
+        );
+        add(
+            "l1_unaligned",
+            with(base, |b| {
+                let v = be64(b, l1);
+                put_be64(b, l1, v + 512)
+            }),
+        );
+        add(
+            "l1_reserved_bits",
+            with(base, |b| {
+                let v = be64(b, l1);
+                put_be64(b, l1, v | 0x1ff)
+            }),
+        );
         add("l1_all_ones", with(base, |b| put_be64(b, l1, u64::MAX)));
-        add("l1_two_entries_same_l2", with(base, |b| {
-            let v = be64(b, l1);
-            put_be64(b, l1 + 8, v)
-        }));
+        add(
+            "l1_two_entries_same_l2",
+            with(base, |b| {
+                let v = be64(b, l1);
+                put_be64(b, l1 + 8, v)
+            }),
+        );
 
         // L2 entries (first few data clusters)
         for (i, (name, val)) in [
@@ -315,10 +494,16 @@ fn metadata_pointers_out_of_bounds_or_overlapping() {
             ("l2_unaligned", flag_copied | (far + 512)),
             ("l2_all_ones", u64::MAX),
             ("l2_compressed_past_eof", (1 << 62) | far),
-            ("l2_compressed_huge_count", (1 << 62) | (0x3fff_ffff_ffff_ffff & !0)),
+            (
+                "l2_compressed_huge_count",
+                (1 << 62) | (0x3fff_ffff_ffff_ffff & !0),
+            ),
             ("l2_compressed_into_header", (1 << 62) | 100),
             ("l2_zero_flag_with_bad_offset", 1 | (far & ENTRY_MASK)),
-            ("l2_reserved_bits", (be64(base, l2) | 0x3f_0000_0000_0000 | 0x1fe)),
+            (
+                "l2_reserved_bits",
+                (be64(base, l2) | 0x3f_0000_0000_0000 | 0x1fe),
+            ),
         ]
         .into_iter()
         .enumerate()
@@ -326,34 +511,49 @@ fn metadata_pointers_out_of_bounds_or_overlapping() {
             let _ = i;
             add(name, with(base, |b| put_be64(b, l2, val)));
         }
-        add("l2_duplicate_data_cluster", with(base, |b| {
-            let v = be64(b, l2);
-            for k in 1..8 {
-                put_be64(b, l2 + 8 * k, v);
-            }
-        }));
+        add(
+            "l2_duplicate_data_cluster",
+            with(base, |b| {
+                let v = be64(b, l2);
+                for k in 1..8 {
+                    put_be64(b, l2 + 8 * k, v);
+                }
+            }),
+        );
 
         // refcount table / blocks
         add("rt_past_eof", with(base, |b| put_be64(b, rt, far)));
         add("rt_into_header", with(base, |b| put_be64(b, rt, 0)));
         add("rt_onto_l1", with(base, |b| put_be64(b, rt, l1 as u64)));
-        add("rt_unaligned", with(base, |b| put_be64(b, rt, rb as u64 + 8)));
+        add(
+            "rt_unaligned",
+            with(base, |b| put_be64(b, rt, rb as u64 + 8)),
+        );
         add("rt_all_ones", with(base, |b| put_be64(b, rt, u64::MAX)));
-        add("rt_many_entries_past_eof", with(base, |b| {
-            for k in 1..(cs as usize / 8).min(64) {
-                put_be64(b, rt + 8 * k, far + k as u64 * cs);
-            }
-        }));
-        add("refblock_all_ones", with(base, |b| {
-            for x in &mut b[rb..rb + cs as usize] {
-                *x = 0xff;
-            }
-        }));
-        add("refblock_zero", with(base, |b| {
-            for x in &mut b[rb..rb + cs as usize] {
-                *x = 0;
-            }
-        }));
+        add(
+            "rt_many_entries_past_eof",
+            with(base, |b| {
+                for k in 1..(cs as usize / 8).min(64) {
+                    put_be64(b, rt + 8 * k, far + k as u64 * cs);
+                }
+            }),
+        );
+        add(
+            "refblock_all_ones",
+            with(base, |b| {
+                for x in &mut b[rb..rb + cs as usize] {
+                    *x = 0xff;
+                }
+            }),
+        );
+        add(
+            "refblock_zero",
+            with(base, |b| {
+                for x in &mut b[rb..rb + cs as usize] {
+                    *x = 0;
+                }
+            }),
+        );
 
         for (name, bytes) in &cases {
             probe_bytes(&f, name, bytes);
@@ -370,7 +570,8 @@ fn snapshot_table_garbage() {
     // Snapshot header: l1_table_offset 0..8, l1_size 8..12, id_str_size 12..14,
     // name_size 14..16, ..., extra_data_size 36..40
     let mut cases: Vec<(String, Vec<u8>)> = Vec::new();
-    let mut add = |n: &str, e: &dyn Fn(&mut Vec<u8>)| cases.push((n.to_string(), with(base, |b| e(b))));
+    let mut add =
+        |n: &str, e: &dyn Fn(&mut Vec<u8>)| cases.push((n.to_string(), with(base, |b| e(b))));
     add("snap_l1_past_eof", &|b| put_be64(b, so, 1 << 40));
     add("snap_l1_unaligned", &|b| {
         let v = be64(b, so);
@@ -394,9 +595,19 @@ fn snapshot_table_garbage() {
         let p = f.dir.join(format!("{n}-l.qcow2"));
         std::fs::write(&p, bytes).unwrap();
         let o = vk_raw(&["snapshot", "-l", s(&p)], HOSTILE_TIMEOUT);
-        assert!(!o.timed_out && o.signal.is_none() && o.code != Some(101) && !o.stderr.contains("panicked"), "[{n}] snapshot -l: {o:?}");
+        assert!(
+            !o.timed_out
+                && o.signal.is_none()
+                && o.code != Some(101)
+                && !o.stderr.contains("panicked"),
+            "[{n}] snapshot -l: {o:?}"
+        );
         if !o.ok() && !using_override() {
-            assert!(o.stderr.lines().filter(|l| !l.trim().is_empty()).count() <= 1, "[{n}] snapshot -l stderr:\n{}", o.stderr);
+            assert!(
+                o.stderr.lines().filter(|l| !l.trim().is_empty()).count() <= 1,
+                "[{n}] snapshot -l stderr:\n{}",
+                o.stderr
+            );
         }
         assert!(read(&p) == *bytes, "[{n}] snapshot -l modified the file");
     }
@@ -454,20 +665,65 @@ fn backing_loops() {
 fn missing_and_bad_backing_files() {
     let d = tmp();
     let top = d.path().join("top.qcow2");
-    qemu_img(&["create", "-q", "-f", "qcow2", "-u", "-b", "/nonexistent/base.qcow2", "-F", "qcow2", s(&top), "1M"]).assert_ok();
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-u",
+        "-b",
+        "/nonexistent/base.qcow2",
+        "-F",
+        "qcow2",
+        s(&top),
+        "1M",
+    ])
+    .assert_ok();
     let clean = d.path().join("clean.raw");
     write_raw(&clean, &vec![0u8; MIB]);
     probe(&top, "missing backing", &clean);
-    let o = vk_raw(&["convert", "-O", "raw", s(&top), s(&d.path().join("o.raw"))], HOSTILE_TIMEOUT);
+    let o = vk_raw(
+        &["convert", "-O", "raw", s(&top), s(&d.path().join("o.raw"))],
+        HOSTILE_TIMEOUT,
+    );
     o.assert_one_line_error();
     // backing file is a directory / not an image of the declared format
     let top2 = d.path().join("top2.qcow2");
-    qemu_img(&["create", "-q", "-f", "qcow2", "-u", "-b", s(d.path()), "-F", "raw", s(&top2), "1M"]).assert_ok();
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-u",
+        "-b",
+        s(d.path()),
+        "-F",
+        "raw",
+        s(&top2),
+        "1M",
+    ])
+    .assert_ok();
     probe(&top2, "backing is a directory", &clean);
     let top3 = d.path().join("top3.qcow2");
-    qemu_img(&["create", "-q", "-f", "qcow2", "-u", "-b", s(&clean), "-F", "qcow2", s(&top3), "1M"]).assert_ok();
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-u",
+        "-b",
+        s(&clean),
+        "-F",
+        "qcow2",
+        s(&top3),
+        "1M",
+    ])
+    .assert_ok();
     probe(&top3, "backing has wrong format", &clean);
-    let o = vk_raw(&["convert", "-O", "raw", s(&top3), s(&d.path().join("o.raw"))], HOSTILE_TIMEOUT);
+    let o = vk_raw(
+        &["convert", "-O", "raw", s(&top3), s(&d.path().join("o.raw"))],
+        HOSTILE_TIMEOUT,
+    );
     o.assert_one_line_error();
 }
 
@@ -480,7 +736,13 @@ fn random_byte_flips_in_metadata() {
         let (l1, l2, rt, rb, cb) = meta(base);
         let cs = 1usize << cb;
         // metadata regions: header cluster, L1, L2, refcount table, refcount block
-        let regions: Vec<(usize, usize)> = vec![(0, cs.min(4096)), (l1, 64), (l2, cs.min(8192)), (rt, 64), (rb, cs.min(8192))];
+        let regions: Vec<(usize, usize)> = vec![
+            (0, cs.min(4096)),
+            (l1, 64),
+            (l2, cs.min(8192)),
+            (rt, 64),
+            (rb, cs.min(8192)),
+        ];
         for it in 0..iterations / 3 {
             let mut b = base.clone();
             let flips = 1 + rng.below(8) as usize;

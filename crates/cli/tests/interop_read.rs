@@ -31,7 +31,9 @@ fn read_info_fields(v: &Value) -> Value {
                 Value::Object(o)
             })
             .collect();
-        f.as_object_mut().unwrap().insert("snapshots".into(), Value::Array(list));
+        f.as_object_mut()
+            .unwrap()
+            .insert("snapshots".into(), Value::Array(list));
     }
     f
 }
@@ -88,11 +90,25 @@ fn verify_read(path: &Path, fmt: &str) {
 fn verify_check_matches(path: &Path) {
     let qc = qemu_img(&["check", "-f", "qcow2", s(path)]);
     let vc = vk(&["check", "-f", "qcow2", s(path)]);
-    assert_eq!(vc.code, qc.code, "check exit code for {}:\nvk: {}{}\nqemu: {}{}", path.display(), vc.stdout, vc.stderr, qc.stdout, qc.stderr);
+    assert_eq!(
+        vc.code,
+        qc.code,
+        "check exit code for {}:\nvk: {}{}\nqemu: {}{}",
+        path.display(),
+        vc.stdout,
+        vc.stderr,
+        qc.stdout,
+        qc.stderr
+    );
     assert_eq!(vc.stdout, qc.stdout, "check output for {}", path.display());
     let qj = qemu_img(&["check", "--output=json", "-f", "qcow2", s(path)]);
     let vj = vk(&["check", "--output=json", "-f", "qcow2", s(path)]);
-    assert_eq!(vj.code, qj.code, "check --output=json exit code for {}", path.display());
+    assert_eq!(
+        vj.code,
+        qj.code,
+        "check --output=json exit code for {}",
+        path.display()
+    );
     assert_eq!(
         check_json_fields(&vj.json()),
         check_json_fields(&qj.json()),
@@ -128,16 +144,33 @@ fn read_v2_compat_0_10() {
     let img = qemu_qcow2_from(d.path(), "v2", 4 * MIB, 2, &["-o", "compat=0.10"]);
     verify_read(&img, "qcow2");
     // v2 has no zero flag: write -z / discard deallocate instead
-    qio("qcow2", &img, &["write -z 0 128k", "discard 1M 256k", "write -P 0x5a 3M 4k"]);
+    qio(
+        "qcow2",
+        &img,
+        &["write -z 0 128k", "discard 1M 256k", "write -P 0x5a 3M 4k"],
+    );
     verify_read(&img, "qcow2");
 }
 
 #[test]
 fn read_v3_cluster_sizes() {
     let d = tmp();
-    for (i, cs) in [512usize, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072, 262144, 1 << 20, 2 << 20]
-        .into_iter()
-        .enumerate()
+    for (i, cs) in [
+        512usize,
+        1024,
+        2048,
+        4096,
+        8192,
+        16384,
+        32768,
+        65536,
+        131072,
+        262144,
+        1 << 20,
+        2 << 20,
+    ]
+    .into_iter()
+    .enumerate()
     {
         let size = if cs >= 1 << 20 { 8 * MIB } else { 3 * MIB };
         let img = qemu_qcow2_from(
@@ -172,7 +205,11 @@ fn read_unaligned_virtual_size() {
     // virtual size not a multiple of the cluster size (nor of 4k)
     let img = d.path().join("odd.qcow2");
     qemu_img(&["create", "-f", "qcow2", s(&img), "3146240"]).assert_ok(); // 3 MiB + 512
-    qio("qcow2", &img, &["write -P 0x33 0 64k", "write -P 0x44 3145728 512"]);
+    qio(
+        "qcow2",
+        &img,
+        &["write -P 0x33 0 64k", "write -P 0x44 3145728 512"],
+    );
     verify_read(&img, "qcow2");
 }
 
@@ -182,11 +219,47 @@ fn read_backing_chain_qcow2_base() {
     let base = qemu_qcow2_from(d.path(), "base", 4 * MIB, 300, &[]);
     let mid = d.path().join("mid.qcow2");
     let top = d.path().join("top.qcow2");
-    qemu_img(&["create", "-f", "qcow2", "-b", s(&base), "-F", "qcow2", s(&mid)]).assert_ok();
-    qio("qcow2", &mid, &["write -P 0xa1 64k 128k", "write -z 1M 64k", "write -P 0xa2 2M 4k"]);
+    qemu_img(&[
+        "create",
+        "-f",
+        "qcow2",
+        "-b",
+        s(&base),
+        "-F",
+        "qcow2",
+        s(&mid),
+    ])
+    .assert_ok();
+    qio(
+        "qcow2",
+        &mid,
+        &[
+            "write -P 0xa1 64k 128k",
+            "write -z 1M 64k",
+            "write -P 0xa2 2M 4k",
+        ],
+    );
     // relative backing file name for the top layer
-    qemu_img(&["create", "-f", "qcow2", "-b", "mid.qcow2", "-F", "qcow2", s(&top)]).assert_ok();
-    qio("qcow2", &top, &["write -P 0xb1 96k 64k", "discard 2M 64k", "write -P 0xb2 3M 512"]);
+    qemu_img(&[
+        "create",
+        "-f",
+        "qcow2",
+        "-b",
+        "mid.qcow2",
+        "-F",
+        "qcow2",
+        s(&top),
+    ])
+    .assert_ok();
+    qio(
+        "qcow2",
+        &top,
+        &[
+            "write -P 0xb1 96k 64k",
+            "discard 2M 64k",
+            "write -P 0xb2 3M 512",
+        ],
+    );
     verify_read(&top, "qcow2");
     verify_read(&mid, "qcow2");
 
@@ -195,8 +268,20 @@ fn read_backing_chain_qcow2_base() {
     q.assert_ok();
     let v = vk(&["info", "--output=json", "--backing-chain", s(&top)]);
     v.assert_ok();
-    let qa: Vec<Value> = q.json().as_array().unwrap().iter().map(read_info_fields).collect();
-    let va: Vec<Value> = v.json().as_array().expect("array for --backing-chain").iter().map(read_info_fields).collect();
+    let qa: Vec<Value> = q
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(read_info_fields)
+        .collect();
+    let va: Vec<Value> = v
+        .json()
+        .as_array()
+        .expect("array for --backing-chain")
+        .iter()
+        .map(read_info_fields)
+        .collect();
     assert_eq!(va, qa, "info --backing-chain");
 }
 
@@ -210,10 +295,37 @@ fn read_backing_chain_raw_base_depth3() {
     let l3 = d.path().join("l3.qcow2");
     qemu_img(&["create", "-f", "qcow2", "-b", s(&base), "-F", "raw", s(&l1)]).assert_ok();
     qio("qcow2", &l1, &["write -P 1 0 64k", "write -z 512k 512k"]);
-    qemu_img(&["create", "-f", "qcow2", "-o", "cluster_size=4096", "-b", s(&l1), "-F", "qcow2", s(&l2)]).assert_ok();
-    qio("qcow2", &l2, &["write -P 2 4k 4k", "discard 512k 64k", "write -P 3 1M 1k"]);
+    qemu_img(&[
+        "create",
+        "-f",
+        "qcow2",
+        "-o",
+        "cluster_size=4096",
+        "-b",
+        s(&l1),
+        "-F",
+        "qcow2",
+        s(&l2),
+    ])
+    .assert_ok();
+    qio(
+        "qcow2",
+        &l2,
+        &["write -P 2 4k 4k", "discard 512k 64k", "write -P 3 1M 1k"],
+    );
     // top layer larger than its backing file: the tail reads as zeros
-    qemu_img(&["create", "-f", "qcow2", "-b", s(&l2), "-F", "qcow2", s(&l3), "6M"]).assert_ok();
+    qemu_img(&[
+        "create",
+        "-f",
+        "qcow2",
+        "-b",
+        s(&l2),
+        "-F",
+        "qcow2",
+        s(&l3),
+        "6M",
+    ])
+    .assert_ok();
     qio("qcow2", &l3, &["write -P 4 2M 64k", "write -P 5 5M 64k"]);
     verify_read(&l3, "qcow2");
 }
@@ -223,7 +335,18 @@ fn read_backing_shorter_than_overlay_and_shrunk_base() {
     let d = tmp();
     let base = qemu_qcow2_from(d.path(), "base", 2 * MIB, 302, &[]);
     let top = d.path().join("top.qcow2");
-    qemu_img(&["create", "-f", "qcow2", "-b", s(&base), "-F", "qcow2", s(&top), "4M"]).assert_ok();
+    qemu_img(&[
+        "create",
+        "-f",
+        "qcow2",
+        "-b",
+        s(&base),
+        "-F",
+        "qcow2",
+        s(&top),
+        "4M",
+    ])
+    .assert_ok();
     qio("qcow2", &top, &["write -P 7 1M 4k"]);
     verify_read(&top, "qcow2");
 }
@@ -238,7 +361,11 @@ fn read_compressed_zlib_and_zstd() {
                 &format!("c-{ct}-{cs}"),
                 if cs > 65536 { 8 * MIB } else { 3 * MIB },
                 400 + cs as u64,
-                &["-c", "-o", &format!("compression_type={ct},cluster_size={cs}")],
+                &[
+                    "-c",
+                    "-o",
+                    &format!("compression_type={ct},cluster_size={cs}"),
+                ],
             );
             verify_read(&img, "qcow2");
         }
@@ -263,10 +390,16 @@ fn read_internal_snapshots_active_layer() {
     // snapshot list: tags visible in virtkit's listing
     let v = vk(&["snapshot", "-l", s(&img)]);
     v.assert_ok();
-    assert!(v.stdout.starts_with("Snapshot list:\n"), "snapshot -l:\n{}", v.stdout);
+    assert!(
+        v.stdout.starts_with("Snapshot list:\n"),
+        "snapshot -l:\n{}",
+        v.stdout
+    );
     for tag in ["one", "two"] {
         assert!(
-            v.stdout.lines().any(|l| l.split_whitespace().nth(1) == Some(tag)),
+            v.stdout
+                .lines()
+                .any(|l| l.split_whitespace().nth(1) == Some(tag)),
             "snapshot {tag} missing from:\n{}",
             v.stdout
         );
@@ -281,19 +414,33 @@ fn read_zero_clusters_and_discard_v3() {
         "qcow2",
         &img,
         &[
-            "write -z 0 64k",          // whole-cluster zero (keeps allocation)
-            "write -z -u 128k 128k",   // zero + unmap
-            "write -z 300k 8k",        // partial-cluster zero (COW)
+            "write -z 0 64k",        // whole-cluster zero (keeps allocation)
+            "write -z -u 128k 128k", // zero + unmap
+            "write -z 300k 8k",      // partial-cluster zero (COW)
             "discard 1M 512k",
-            "discard 2M 4k",           // partial discard: writes zeros
+            "discard 2M 4k", // partial discard: writes zeros
             "write -P 0xee 3M 64k",
         ],
     );
     verify_read(&img, "qcow2");
     // zero clusters over a backing file must mask the backing content
     let top = d.path().join("top.qcow2");
-    qemu_img(&["create", "-f", "qcow2", "-b", s(&img), "-F", "qcow2", s(&top)]).assert_ok();
-    qio("qcow2", &top, &["write -z 3M 64k", "write -z 0 1M", "discard 2M 1M"]);
+    qemu_img(&[
+        "create",
+        "-f",
+        "qcow2",
+        "-b",
+        s(&img),
+        "-F",
+        "qcow2",
+        s(&top),
+    ])
+    .assert_ok();
+    qio(
+        "qcow2",
+        &top,
+        &["write -z 3M 64k", "write -z 0 1M", "discard 2M 1M"],
+    );
     verify_read(&top, "qcow2");
 }
 
@@ -301,7 +448,16 @@ fn read_zero_clusters_and_discard_v3() {
 fn read_extended_l2_partial_clusters() {
     let d = tmp();
     let img = d.path().join("ext.qcow2");
-    qemu_img(&["create", "-f", "qcow2", "-o", "extended_l2=on,cluster_size=64k", s(&img), "4M"]).assert_ok();
+    qemu_img(&[
+        "create",
+        "-f",
+        "qcow2",
+        "-o",
+        "extended_l2=on,cluster_size=64k",
+        s(&img),
+        "4M",
+    ])
+    .assert_ok();
     qio(
         "qcow2",
         &img,
@@ -322,14 +478,38 @@ fn read_extended_l2_partial_clusters() {
     let base = qemu_qcow2_from(d.path(), "base", 4 * MIB, 700, &[]);
     let top = d.path().join("top.qcow2");
     qemu_img(&[
-        "create", "-f", "qcow2", "-o", "extended_l2=on,cluster_size=32k", "-b", s(&base), "-F", "qcow2", s(&top),
+        "create",
+        "-f",
+        "qcow2",
+        "-o",
+        "extended_l2=on,cluster_size=32k",
+        "-b",
+        s(&base),
+        "-F",
+        "qcow2",
+        s(&top),
     ])
     .assert_ok();
-    qio("qcow2", &top, &["write -P 9 2k 1k", "write -z 40k 1k", "discard 100k 4k", "write -P 8 3M 10k"]);
+    qio(
+        "qcow2",
+        &top,
+        &[
+            "write -P 9 2k 1k",
+            "write -z 40k 1k",
+            "discard 100k 4k",
+            "write -P 8 3M 10k",
+        ],
+    );
     verify_read(&top, "qcow2");
 
     // extended L2 with compression and small clusters
-    let c = qemu_qcow2_from(d.path(), "extc", 2 * MIB, 701, &["-c", "-o", "extended_l2=on,cluster_size=16k"]);
+    let c = qemu_qcow2_from(
+        d.path(),
+        "extc",
+        2 * MIB,
+        701,
+        &["-c", "-o", "extended_l2=on,cluster_size=16k"],
+    );
     verify_read(&c, "qcow2");
 }
 
@@ -337,15 +517,41 @@ fn read_extended_l2_partial_clusters() {
 fn read_dirty_lazy_refcounts_image() {
     let d = tmp();
     let img = d.path().join("dirty.qcow2");
-    qemu_img(&["create", "-f", "qcow2", "-o", "lazy_refcounts=on,cluster_size=4096", s(&img), "8M"]).assert_ok();
+    qemu_img(&[
+        "create",
+        "-f",
+        "qcow2",
+        "-o",
+        "lazy_refcounts=on,cluster_size=4096",
+        s(&img),
+        "8M",
+    ])
+    .assert_ok();
     qio("qcow2", &img, &["write -P 0x10 0 1M"]);
     let out = qemu_io(&[
-        "-f", "qcow2", "-c", "write -P 0x11 1M 1M", "-c", "write -z 0 64k", "-c", "write -P 0x12 4M 12k", "-c", "sigraise 9",
+        "-f",
+        "qcow2",
+        "-c",
+        "write -P 0x11 1M 1M",
+        "-c",
+        "write -z 0 64k",
+        "-c",
+        "write -P 0x12 4M 12k",
+        "-c",
+        "sigraise 9",
         s(&img),
     ]);
-    assert_eq!(out.signal, Some(9), "qemu-io should have died of SIGKILL: {out:?}");
+    assert_eq!(
+        out.signal,
+        Some(9),
+        "qemu-io should have died of SIGKILL: {out:?}"
+    );
     let info = qemu_info_json(&img);
-    assert_eq!(info["dirty-flag"], Value::Bool(true), "dirty bit expected: {info}");
+    assert_eq!(
+        info["dirty-flag"],
+        Value::Bool(true),
+        "dirty bit expected: {info}"
+    );
 
     let before = read(&img);
     let want = qemu_to_raw(&img, "qcow2");
@@ -353,12 +559,19 @@ fn read_dirty_lazy_refcounts_image() {
     assert_bytes_eq("dirty image contents", &got, &want);
     let vi = vk(&["info", "--output=json", s(&img)]);
     vi.assert_ok();
-    assert_eq!(read_info_fields(&vi.json()), read_info_fields(&info), "info of dirty image");
+    assert_eq!(
+        read_info_fields(&vi.json()),
+        read_info_fields(&info),
+        "info of dirty image"
+    );
     let vm = map_extents(&vk_map(&img, "qcow2"), true);
     let qm = map_extents(&qemu_map(&img, "qcow2"), true);
     assert_extents_eq("map of dirty image", &vm, &qm);
     // read-only operations leave the dirty image untouched
-    assert!(read(&img) == before, "read-only operations modified the dirty image");
+    assert!(
+        read(&img) == before,
+        "read-only operations modified the dirty image"
+    );
 
     // check of a dirty image agrees with qemu (exit code and report)
     verify_check_matches(&img);
@@ -390,6 +603,10 @@ fn read_compare_against_qemu_written() {
     qio("qcow2", &img, &["write -P 0xfe 1234k 1k"]);
     let q = qemu_img(&["compare", "-f", "raw", "-F", "qcow2", s(&raw), s(&img)]);
     let v = vk(&["compare", "-f", "raw", "-F", "qcow2", s(&raw), s(&img)]);
-    assert_eq!(v.code, q.code, "compare exit code\nvk: {}{}\nqemu: {}{}", v.stdout, v.stderr, q.stdout, q.stderr);
+    assert_eq!(
+        v.code, q.code,
+        "compare exit code\nvk: {}{}\nqemu: {}{}",
+        v.stdout, v.stderr, q.stdout, q.stderr
+    );
     assert_eq!(v.stdout, q.stdout, "compare output");
 }

@@ -73,7 +73,11 @@ impl Out {
     /// No panic, no signal death, no timeout.
     #[track_caller]
     pub fn assert_sane(&self) -> &Self {
-        assert!(!self.timed_out, "timed out after {:?}: {}", self.elapsed, self.cmdline);
+        assert!(
+            !self.timed_out,
+            "timed out after {:?}: {}",
+            self.elapsed, self.cmdline
+        );
         assert!(
             self.signal.is_none(),
             "killed by signal {:?}: {}\nstderr:\n{}",
@@ -81,7 +85,13 @@ impl Out {
             self.cmdline,
             self.stderr
         );
-        assert_ne!(self.code, Some(101), "exit code 101 (panic?): {}\nstderr:\n{}", self.cmdline, self.stderr);
+        assert_ne!(
+            self.code,
+            Some(101),
+            "exit code 101 (panic?): {}\nstderr:\n{}",
+            self.cmdline,
+            self.stderr
+        );
         assert!(
             !self.stderr.contains("panicked") && !self.stdout.contains("panicked"),
             "panic: {}\nstderr:\n{}",
@@ -116,7 +126,11 @@ impl Out {
     }
     #[track_caller]
     pub fn assert_stderr_at_most_one_line(&self) -> &Self {
-        let lines: Vec<&str> = self.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        let lines: Vec<&str> = self
+            .stderr
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .collect();
         assert!(
             lines.len() <= 1,
             "expected at most one line on stderr from: {}\nexit: {:?}\nstderr:\n{}",
@@ -128,14 +142,20 @@ impl Out {
     }
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
-            panic!("bad JSON from {}: {e}\nstdout:\n{}\nstderr:\n{}", self.cmdline, self.stdout, self.stderr)
+            panic!(
+                "bad JSON from {}: {e}\nstdout:\n{}\nstderr:\n{}",
+                self.cmdline, self.stdout, self.stderr
+            )
         })
     }
 }
 
 fn quote(s: &OsStr) -> String {
     let s = s.to_string_lossy();
-    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=,:+@%".contains(c)) {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=,:+@%".contains(c))
+    {
         s.into_owned()
     } else {
         format!("'{}'", s.replace('\'', "'\\''"))
@@ -149,9 +169,13 @@ pub fn run_cmd(mut cmd: Command, timeout: Duration) -> Out {
         .map(quote)
         .collect::<Vec<_>>()
         .join(" ");
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let start = Instant::now();
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot spawn {cmdline}: {e}"));
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot spawn {cmdline}: {e}"));
     let (so, se) = drain(&mut child);
     let (status, timed_out) = wait_timeout(&mut child, timeout);
     let stdout = so.join().unwrap();
@@ -208,7 +232,10 @@ pub fn wait_timeout(child: &mut Child, timeout: Duration) -> (std::process::Exit
 pub fn vk_program() -> (PathBuf, Vec<String>) {
     match std::env::var_os("VIRTKIT_TEST_IMG") {
         Some(p) if !p.is_empty() => (PathBuf::from(p), vec![]),
-        _ => (PathBuf::from(env!("CARGO_BIN_EXE_virtkit")), vec!["img".to_string()]),
+        _ => (
+            PathBuf::from(env!("CARGO_BIN_EXE_virtkit")),
+            vec!["img".to_string()],
+        ),
     }
 }
 
@@ -293,7 +320,10 @@ pub fn s(p: &Path) -> &str {
 }
 
 pub fn tmp() -> tempfile::TempDir {
-    tempfile::Builder::new().prefix("vk-test-").tempdir().unwrap()
+    tempfile::Builder::new()
+        .prefix("vk-test-")
+        .tempdir()
+        .unwrap()
 }
 
 // ---------------------------------------------------------------------------

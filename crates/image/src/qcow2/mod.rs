@@ -749,7 +749,7 @@ impl Qcow2 {
         let g = self.g;
         let mut m = self.lock();
         let mut pos = from & !(g.cs - 1);
-        let mut first_host = None;
+        let mut runs: Vec<(u64, u64)> = Vec::new();
         let mut last_end = 0;
         while pos < to {
             let k = self.fresh_run(&mut m, pos, (to - pos).div_ceil(g.cs))?;
@@ -759,7 +759,7 @@ impl Qcow2 {
             }
             let l2off = m.l2_for_write(pos)?;
             let host = m.alloc(k)?;
-            first_host.get_or_insert(host);
+            runs.push((host, k << g.cluster_bits));
             last_end = last_end.max(host + (k << g.cluster_bits));
             let idx = g.l2_index(pos);
             for j in 0..k as usize {
@@ -772,15 +772,16 @@ impl Qcow2 {
         }
         let file = self.file.clone();
         drop(m);
-        let len = fileio::file_len(&file)?;
-        if last_end > len {
+        // Data runs may sit between metadata clusters (small clusters interleave L2 tables
+        // and data), so each run is reserved on its own.
+        if fileio::file_len(&file)? < last_end {
+            file.set_len(last_end)?;
+        }
+        for (host, len) in runs {
             match mode {
-                Preallocation::Metadata => file.set_len(last_end)?,
-                Preallocation::Falloc => fileio::fallocate(&file, len, last_end - len)?,
-                Preallocation::Full => {
-                    fileio::write_zeroes_slow(&file, len, last_end - len)?;
-                }
-                Preallocation::Off => {}
+                Preallocation::Falloc => fileio::fallocate(&file, host, len)?,
+                Preallocation::Full => fileio::write_zeroes_slow(&file, host, len)?,
+                Preallocation::Metadata | Preallocation::Off => {}
             }
         }
         self.lock().file_len = fileio::file_len(&file)?;
@@ -798,7 +799,8 @@ impl Qcow2 {
             return Ok(());
         }
         if entries < old_n {
-            // Shrink: entries past the end must already be free.
+            // Shrink: drop the L2 tables past the end, but keep the table's size (as QEMU
+            // does), so that the L1 table's clusters stay exactly accounted for.
             for i in entries..old_n {
                 let e = m.l1[i as usize];
                 if e & OFFSET_MASK != 0 {
@@ -807,11 +809,6 @@ impl Qcow2 {
                     m.l2.remove(e & OFFSET_MASK);
                 }
             }
-            m.l1.truncate(entries as usize);
-            let mut b = [0u8; 4];
-            b.copy_from_slice(&(entries as u32).to_be_bytes());
-            fileio::write_full(&self.file, &b, header::OFF_L1)?;
-            m.hdr.l1_size = entries as u32;
             return Ok(());
         }
         let old_bytes = (old_n * 8).div_ceil(g.cs) * g.cs;

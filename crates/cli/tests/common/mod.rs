@@ -366,7 +366,7 @@ pub fn gen_data(size: usize, seed: u64) -> Vec<u8> {
         let len = (((rng.below(32) + 1) * 4096) as usize).min(size - pos);
         let chunk = &mut v[pos..pos + len];
         match rng.below(8) {
-            0 | 1 | 2 => rng.fill(chunk),
+            0..=2 => rng.fill(chunk),
             3 | 4 => {} // zeros
             5 => chunk.fill(rng.below(255) as u8 + 1),
             6 => {

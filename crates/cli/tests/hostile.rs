@@ -271,7 +271,7 @@ fn absurd_header_fields() {
         for l1 in [0u32, 1, 0x0200_0000, 0x1000_0000, 0x7fff_ffff, 0xffff_ffff] {
             add(&format!("l1_size{l1}"), &|b| put_be32(b, L1_SIZE, l1));
         }
-        for off in [0u64, 1, 512, past, u64::MAX & !0xffff, u64::MAX, 1 << 62] {
+        for off in [0u64, 1, 512, past, !0xffffu64, u64::MAX, 1 << 62] {
             add(&format!("l1_off{off:x}"), &|b| {
                 put_be64(b, L1_TABLE_OFFSET, off)
             });
@@ -496,7 +496,7 @@ fn metadata_pointers_out_of_bounds_or_overlapping() {
             ("l2_compressed_past_eof", (1 << 62) | far),
             (
                 "l2_compressed_huge_count",
-                (1 << 62) | (0x3fff_ffff_ffff_ffff & !0),
+                (1 << 62) | 0x3fff_ffff_ffff_ffff,
             ),
             ("l2_compressed_into_header", (1 << 62) | 100),
             ("l2_zero_flag_with_bad_offset", 1 | (far & ENTRY_MASK)),

@@ -481,20 +481,11 @@ impl Qcow2 {
     }
 
     fn check_range(&self, offset: u64, len: u64) -> Result<()> {
-        match offset.checked_add(len) {
-            Some(end) if end <= self.virtual_size() => Ok(()),
-            _ => invalid(format!(
-                "Request out of range: offset {offset} length {len} (image size {})",
-                self.virtual_size()
-            )),
-        }
+        crate::driver::check_range(self.virtual_size(), offset, len)
     }
 
     fn check_writable(&self) -> Result<()> {
-        if self.read_only {
-            return Err(Error::ReadOnly("Image is read-only".into()));
-        }
-        Ok(())
+        crate::driver::check_writable(self.read_only)
     }
 
     fn read_backing(&self, buf: &mut [u8], off: u64) -> Result<()> {
@@ -550,12 +541,7 @@ impl Qcow2 {
                 m.comp_cache = None;
                 return Ok(());
             }
-            let mut buf = vec![0u8; g.cs as usize];
-            let valid = (self.virtual_size() - cstart).min(g.cs) as usize;
-            self.read_locked(m, &mut buf[..valid], cstart)?;
-            let s = (off - cstart) as usize;
-            buf[s..s + data.len()].copy_from_slice(data);
-            return self.store_cluster(m, cstart, &buf, c);
+            return self.copy_cluster(m, cstart, Some(((off - cstart) as usize, data)), c);
         }
         // Extended L2: work in whole subclusters.
         let sc = g.sc_size;
@@ -589,13 +575,27 @@ impl Qcow2 {
             }
             _ => {
                 // Shared or compressed cluster: copy all of it into a new one.
-                let mut full = vec![0u8; g.cs as usize];
-                let valid = (self.virtual_size() - cstart).min(g.cs) as usize;
-                self.read_locked(m, &mut full[..valid], cstart)?;
-                full[(a_start - cstart) as usize..][..a_len].copy_from_slice(&buf);
-                self.store_cluster(m, cstart, &full, c)
+                self.copy_cluster(m, cstart, Some(((a_start - cstart) as usize, &buf)), c)
             }
         }
+    }
+
+    /// Gives the guest cluster at `cstart` a new host cluster holding its current content,
+    /// overlaid with `patch` (offset in cluster, bytes) when given.
+    fn copy_cluster(
+        &self,
+        m: &mut Meta,
+        cstart: u64,
+        patch: Option<(usize, &[u8])>,
+        old: Cluster,
+    ) -> Result<()> {
+        let mut buf = vec![0u8; self.g.cs as usize];
+        let valid = (self.virtual_size() - cstart).min(self.g.cs) as usize;
+        self.read_locked(m, &mut buf[..valid], cstart)?;
+        if let Some((at, data)) = patch {
+            buf[at..at + data.len()].copy_from_slice(data);
+        }
+        self.store_cluster(m, cstart, &buf, old)
     }
 
     /// Writes a whole cluster's content to a newly allocated host cluster and links it.
@@ -673,24 +673,12 @@ impl Qcow2 {
                 let last = ((end.min(cstart + g.cs)) - cstart) / g.sc_size;
                 let mask: u64 = ((1u64 << (last - first)) - 1) << first;
                 let l2off = m.l2_for_write(pos)?;
-                match c {
-                    Cluster::Compressed { .. } => {
-                        // Cannot zero part of a compressed cluster in place: decompress first.
-                        let mut buf = vec![0u8; g.cs as usize];
-                        let valid = (self.virtual_size() - cstart).min(g.cs) as usize;
-                        self.read_locked(m, &mut buf[..valid], cstart)?;
-                        self.store_cluster(m, cstart, &buf, c)?;
-                        continue;
-                    }
-                    Cluster::Normal(h) if e & OFLAG_COPIED == 0 => {
-                        let _ = h;
-                        let mut buf = vec![0u8; g.cs as usize];
-                        let valid = (self.virtual_size() - cstart).min(g.cs) as usize;
-                        self.read_locked(m, &mut buf[..valid], cstart)?;
-                        self.store_cluster(m, cstart, &buf, c)?;
-                        continue;
-                    }
-                    _ => {}
+                // Subclusters of a compressed or shared cluster cannot be zeroed in place:
+                // give the cluster its own plain copy first, then zero in it.
+                let shared = matches!(c, Cluster::Normal(_)) && e & OFLAG_COPIED == 0;
+                if matches!(c, Cluster::Compressed { .. }) || shared {
+                    self.copy_cluster(m, cstart, None, c)?;
+                    continue;
                 }
                 let (e, bm, _) = m.entry(pos)?;
                 let nbm = (bm & !mask) | (mask << 32);

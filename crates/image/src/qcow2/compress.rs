@@ -87,7 +87,7 @@ pub fn looks_random(b: &[u8]) -> bool {
     let nf = n as f64;
     let mut e = 0.0;
     for i in 0..256 {
-        let c = (h[0][i] + h[1][i] + h[2][i] + h[3][i]) as f64;
+        let c = h.iter().map(|t| t[i]).sum::<u32>() as f64;
         if c > 0.0 {
             let p = c / nf;
             e -= p * p.log2();

@@ -22,7 +22,9 @@ impl Raw {
     }
 
     pub fn from_file(file: File, path: &Path, writable: bool) -> Result<Raw> {
-        let size = fileio::file_len(&file)?;
+        // QEMU counts in 512-byte sectors: a 1000-byte file is a 1024-byte disk whose tail
+        // reads as zero.
+        let size = fileio::file_len(&file)?.div_ceil(512) * 512;
         Ok(Raw {
             file,
             path: path.to_path_buf(),
@@ -179,7 +181,7 @@ impl BlockDriver for Raw {
             format: "raw",
             virtual_size: self.virtual_size(),
             actual_size: fileio::allocated_bytes(&self.file)?,
-            file_length: fileio::file_len(&self.file)?,
+            file_length: fileio::file_len(&self.file)?.div_ceil(512) * 512,
             ..Default::default()
         })
     }

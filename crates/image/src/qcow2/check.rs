@@ -10,6 +10,7 @@ use super::{Meta, Qcow2};
 use crate::driver::{CheckReport, Repair};
 use crate::error::{Error, Result};
 use crate::fileio;
+use std::collections::HashMap;
 
 /// Reference counts computed from the metadata. Sized by the file (plus what the refcount
 /// structure claims), never by an unchecked field.
@@ -44,6 +45,9 @@ struct Walk<'a> {
     m: &'a mut Meta,
     refs: Refs,
     r: CheckReport,
+    /// References found in each clean L2 table: a table shared by many snapshots is decoded
+    /// once and its references added again for each further L1 table that points at it.
+    memo: HashMap<u64, Vec<(u64, u64)>>,
 }
 
 impl Walk<'_> {
@@ -64,8 +68,16 @@ impl Walk<'_> {
                 continue;
             }
             self.refs.inc(&mut self.r, g.cluster_bits, l2off, g.cs);
+            if !active {
+                if let Some(list) = self.memo.get(&l2off) {
+                    for &(o, l) in list {
+                        self.refs.inc(&mut self.r, g.cluster_bits, o, l);
+                    }
+                    continue;
+                }
+            }
             let t = match self.m.l2_load(l2off) {
-                Ok(t) => t.clone(),
+                Ok(t) => std::mem::take(t),
                 Err(_) => {
                     self.r.corruptions += 1;
                     self.r.messages.push(format!(
@@ -74,17 +86,30 @@ impl Walk<'_> {
                     continue;
                 }
             };
-            self.l2(&t, active)?;
+            let errors = self.r.corruptions;
+            let list = self.l2(&t, active);
+            *self.m.l2_load(l2off)? = t;
+            for &(o, l) in &list {
+                self.refs.inc(&mut self.r, g.cluster_bits, o, l);
+            }
+            if self.r.corruptions == errors {
+                self.memo.insert(l2off, list);
+            }
         }
         Ok(())
     }
 
-    fn l2(&mut self, t: &[u64], active: bool) -> Result<()> {
+    /// Checks one L2 table and returns the host ranges it references.
+    fn l2(&mut self, t: &[u64], active: bool) -> Vec<(u64, u64)> {
         let g = self.m.g;
+        let mut out = Vec::new();
         let mut next_contiguous = 0u64;
         for j in 0..g.l2_entries as usize {
             let e = t[j * g.w()];
             let bm = if g.extended { t[j * g.w() + 1] } else { 0 };
+            if e == 0 && bm == 0 {
+                continue;
+            }
             let c = match l2::decode(e, g.comp, g.cs, g.extended) {
                 Ok(c) => c,
                 Err(_) => {
@@ -112,8 +137,7 @@ impl Walk<'_> {
                     }
                     let start = offset & !511;
                     let sectors = (offset + len - start) / 512;
-                    self.refs
-                        .inc(&mut self.r, g.cluster_bits, start, sectors * 512);
+                    out.push((start, sectors * 512));
                     if active {
                         self.r.allocated_clusters += 1;
                         self.r.compressed_clusters += 1;
@@ -134,7 +158,7 @@ impl Walk<'_> {
                         }
                         next_contiguous = h + g.cs;
                     }
-                    self.refs.inc(&mut self.r, g.cluster_bits, h, g.cs);
+                    out.push((h, g.cs));
                 }
                 Cluster::ZeroPlain => {}
                 Cluster::Unallocated => {
@@ -148,7 +172,7 @@ impl Walk<'_> {
                 }
             }
         }
-        Ok(())
+        out
     }
 }
 
@@ -161,6 +185,7 @@ fn walk(m: &mut Meta, nclusters: usize) -> Result<(Refs, CheckReport)> {
             out_of_range: 0,
         },
         r: CheckReport::default(),
+        memo: HashMap::new(),
         m,
     };
     w.refs.inc(&mut w.r, g.cluster_bits, 0, g.cs);

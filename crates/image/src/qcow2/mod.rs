@@ -1136,7 +1136,7 @@ impl BlockDriver for Qcow2 {
             format: "qcow2",
             virtual_size: self.virtual_size(),
             actual_size: fileio::allocated_bytes(&self.file)?,
-            file_length: fileio::file_len(&self.file)?,
+            file_length: fileio::file_len(&self.file)?.div_ceil(512) * 512,
             cluster_size: Some(self.g.cs),
             backing_filename: h.backing_file.clone(),
             full_backing_filename: full_backing,

@@ -52,6 +52,12 @@ q bitmap --add -g 64k bitmap-512.qcow2 bm0
 q bitmap --add -g 4k --disable bitmap-512.qcow2 bm1
 io -c 'write -P 0x44 0 1k' bitmap-512.qcow2 2>/dev/null || true
 q bitmap --add bitmap-512.qcow2 bm2
+# Dirty bit set (lazy refcounts after a crash: a writable open repairs first), and the
+# corrupt bit set (read-only opens only). The incompatible-features field ends at byte 79.
+cp v3-512-rc64.qcow2 dirty-512.qcow2
+printf '\001' | dd of=dirty-512.qcow2 bs=1 seek=79 conv=notrunc status=none
+cp v3-512-rc1.qcow2 corrupt-512.qcow2
+printf '\002' | dd of=corrupt-512.qcow2 bs=1 seek=79 conv=notrunc status=none
 # Empty images: nothing allocated.
 q create -f qcow2 -o cluster_size=512 empty-512.qcow2 1M
 q create -f qcow2 -o cluster_size=4096 empty-4k.qcow2 0

@@ -1,14 +1,27 @@
 //! Replays every input saved under fuzz/regressions/<target>/ through the same harness the
 //! `cargo fuzz` targets use (fuzz/harness.rs), on the stable toolchain: old crashes stay fixed.
-//! Errors from the library are fine; a panic is a failure.
+//! Errors from the library are fine; a panic, an abort (failed allocation) or a hang is a
+//! failure. Each input runs in a child process (this test binary re-executed for one test)
+//! so that an abort or a hang is reported with the input's name instead of killing the run.
 
 #[path = "../../../fuzz/harness.rs"]
 mod harness;
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Set in the child: the one input to run.
+const INPUT_ENV: &str = "VIRTKIT_FUZZ_REGRESSION_INPUT";
+/// Generous for unoptimized builds; every input runs in milliseconds when the bug is fixed.
+const TIME_LIMIT: Duration = Duration::from_secs(60);
 
 fn replay(target: &str, run: fn(&[u8])) {
+    if let Ok(input) = std::env::var(INPUT_ENV) {
+        let data = std::fs::read(&input).unwrap();
+        run(&data);
+        return;
+    }
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../fuzz/regressions")
         .join(target);
@@ -21,16 +34,39 @@ fn replay(target: &str, run: fn(&[u8])) {
         .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
         .collect();
     files.sort();
+    let exe = std::env::current_exe().unwrap();
     let mut failed = Vec::new();
     for f in &files {
-        let data = std::fs::read(f).unwrap();
-        if catch_unwind(AssertUnwindSafe(|| run(&data))).is_err() {
-            failed.push(f.display().to_string());
+        let mut child = Command::new(&exe)
+            .args([target, "--exact", "--test-threads=1", "--nocapture"])
+            .env(INPUT_ENV, f)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        let outcome = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break if status.success() {
+                    None
+                } else {
+                    Some(format!("{status}"))
+                };
+            }
+            if start.elapsed() > TIME_LIMIT {
+                let _ = child.kill();
+                let _ = child.wait();
+                break Some(format!("still running after {}s", TIME_LIMIT.as_secs()));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        if let Some(why) = outcome {
+            failed.push(format!("{}: {why}", f.display()));
         }
     }
     assert!(
         failed.is_empty(),
-        "{target}: {} of {} regression inputs panic:\n  {}",
+        "{target}: {} of {} regression inputs fail (panic, abort or hang; output above):\n  {}",
         failed.len(),
         files.len(),
         failed.join("\n  ")

@@ -19,6 +19,8 @@ pub struct OpenOptions {
     pub writable: bool,
     /// Do not open the backing file (qemu-img's -U/unsafe paths, info without chain).
     pub no_backing: bool,
+    /// Opened to be checked: a dirty image is not repaired on open (check reports it).
+    pub for_check: bool,
 }
 
 /// Format of a file from its first bytes (qcow2 magic or raw).
@@ -47,14 +49,14 @@ pub fn resolve_backing(image: &Path, backing: &str) -> PathBuf {
 
 pub fn open(path: &Path, o: &OpenOptions) -> Result<Box<dyn BlockDriver>> {
     let mut seen = HashSet::new();
-    open_inner(path, o.format, o.writable, o.no_backing, &mut seen, 0)
+    open_inner(path, o, o.format, o.writable, &mut seen, 0)
 }
 
 fn open_inner(
     path: &Path,
+    o: &OpenOptions,
     format: Option<Format>,
     writable: bool,
-    no_backing: bool,
     seen: &mut HashSet<PathBuf>,
     depth: usize,
 ) -> Result<Box<dyn BlockDriver>> {
@@ -75,9 +77,9 @@ fn open_inner(
     match format {
         Format::Raw => Ok(Box::new(Raw::open(path, writable)?)),
         Format::Qcow2 => {
-            let opened = Qcow2::open(path, writable)?;
+            let opened = Qcow2::open_with(path, writable, depth == 0 && o.for_check)?;
             let mut img = opened.image;
-            if let (Some(bf), false) = (opened.backing_file, no_backing) {
+            if let (Some(bf), false) = (opened.backing_file, o.no_backing) {
                 let bpath = resolve_backing(path, &bf);
                 let bfmt = match opened.backing_format.as_deref() {
                     None | Some("") => None,
@@ -85,7 +87,7 @@ fn open_inner(
                         Error::Unsupported(format!("Unknown backing file format '{name}'"))
                     })?),
                 };
-                let b = open_inner(&bpath, bfmt, false, false, seen, depth + 1).map_err(|e| {
+                let b = open_inner(&bpath, o, bfmt, false, seen, depth + 1).map_err(|e| {
                     Error::Backing {
                         path: bpath.clone(),
                         source: Box::new(e),

@@ -244,7 +244,7 @@ fn plan(
             k = Kind::Data;
         }
         let abs = c.dst_off + pos;
-        let end = if k != Kind::Data && abs % block == 0 && n >= block {
+        let end = if k != Kind::Data && abs.is_multiple_of(block) && n >= block {
             pos + n / block * block
         } else if k != Kind::Data && pos + n == c.len {
             c.len
@@ -292,7 +292,7 @@ fn plan(
                     if o.compress {
                         if zero {
                             ops.push(Op::Zero(a, ue - p));
-                        } else if a % block == 0
+                        } else if a.is_multiple_of(block)
                             && (piece.len() as u64 == block
                                 || a + piece.len() as u64 == dst.virtual_size())
                         {

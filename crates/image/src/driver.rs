@@ -5,6 +5,23 @@ use crate::info::{ImageInfo, SnapshotInfo};
 use std::fs::File;
 use std::path::Path;
 
+/// A request must lie within the virtual size.
+pub(crate) fn check_range(size: u64, offset: u64, len: u64) -> Result<()> {
+    match offset.checked_add(len) {
+        Some(end) if end <= size => Ok(()),
+        _ => Err(Error::Invalid(format!(
+            "Request out of range: offset {offset} length {len} (image size {size})"
+        ))),
+    }
+}
+
+pub(crate) fn check_writable(read_only: bool) -> Result<()> {
+    if read_only {
+        return Err(Error::ReadOnly("Image is read-only".into()));
+    }
+    Ok(())
+}
+
 /// The on-disk formats the block layer knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {

@@ -1,7 +1,7 @@
 //! raw: the guest disk byte for byte; holes in a sparse file read as zero.
 
 use crate::driver::{Alloc, BlockDriver, Format, Preallocation, Status};
-use crate::error::{invalid, Error, Result};
+use crate::error::{invalid, Result};
 use crate::fileio;
 use crate::info::ImageInfo;
 use std::fs::{File, OpenOptions};
@@ -49,20 +49,11 @@ impl Raw {
     }
 
     fn check_range(&self, offset: u64, len: u64) -> Result<()> {
-        match offset.checked_add(len) {
-            Some(end) if end <= self.virtual_size() => Ok(()),
-            _ => invalid(format!(
-                "Request out of range: offset {offset} length {len} (image size {})",
-                self.virtual_size()
-            )),
-        }
+        crate::driver::check_range(self.virtual_size(), offset, len)
     }
 
     fn check_writable(&self) -> Result<()> {
-        if self.read_only {
-            return Err(Error::ReadOnly("Image is read-only".into()));
-        }
-        Ok(())
+        crate::driver::check_writable(self.read_only)
     }
 }
 

@@ -42,7 +42,7 @@ pub fn run(ctx: &Ctx, args: &[String]) -> R {
     let [file] = a.args.as_slice() else {
         return Err(Fail::new("Expecting one image file name"));
     };
-    let img = super::open_image(ctx, file, fmt, repair != Repair::None)?;
+    let img = super::open_image_with(ctx, file, fmt, repair != Repair::None, true)?;
     let fmt_name = img.format().name();
     let first = match img.check(repair) {
         Ok(r) => r,

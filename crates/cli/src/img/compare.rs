@@ -18,7 +18,7 @@ const SPEC: Spec = Spec {
 const CHUNK: u64 = 1 << 20;
 
 pub fn run(ctx: &Ctx, args: &[String]) -> R {
-    let a = ctx.parse(&SPEC, args).map_err(|e| e.code(2))?;
+    let a = ctx.parse(&SPEC, args)?;
     if wants_help(&a) {
         print!("{}", super::HELP);
         return Ok(0);
@@ -34,7 +34,7 @@ pub fn run(ctx: &Ctx, args: &[String]) -> R {
         .transpose()
         .map_err(|e| e.code(2))?;
     let [n1, n2] = a.args.as_slice() else {
-        return Err(Fail::new("Expecting two image file names").code(2));
+        return Err(Fail::new("Expecting two image file names"));
     };
     let i1 = super::open_image(ctx, n1, f1, false).map_err(|e| e.code(2))?;
     let i2 = super::open_image(ctx, n2, f2, false).map_err(|e| e.code(2))?;
@@ -56,24 +56,41 @@ pub fn run(ctx: &Ctx, args: &[String]) -> R {
     let mut b2 = vec![0u8; CHUNK as usize];
     let mut pos = 0;
     while pos < common {
-        let e1 =
-            chain_status(i1.as_ref(), pos, (common - pos).min(CHUNK)).map_err(|e| err(n1, e))?;
-        let e2 = chain_status(i2.as_ref(), pos, e1.length).map_err(|e| err(n2, e))?;
-        let n = e2.length;
-        if strict && e1.present != e2.present {
+        // Each image is asked about all that remains, as qemu-img does: a status run that
+        // reaches the image's end carries qemu's EOF flag, which strict mode compares too.
+        let e1 = chain_status(i1.as_ref(), pos, common - pos).map_err(|e| err(n1, e))?;
+        let e2 = chain_status(i2.as_ref(), pos, common - pos).map_err(|e| err(n2, e))?;
+        let n = e1.length.min(e2.length);
+        let st = |e: &virtkit_image::map::MapEntry, size: u64| {
+            (
+                e.present,
+                e.zero,
+                e.data,
+                e.offset.is_some(),
+                pos + e.length >= size,
+            )
+        };
+        if strict && st(&e1, s1) != st(&e2, s2) {
             say(format!("Strict mode: Offset {pos} block status mismatch!"));
             return Ok(1);
         }
-        if !(e1.zero && e2.zero && !e1.data && !e2.data) {
-            let (x, y) = (&mut b1[..n as usize], &mut b2[..n as usize]);
-            i1.read_at(x, pos).map_err(|e| err(n1, e))?;
-            i2.read_at(y, pos).map_err(|e| err(n2, e))?;
-            if let Some(i) = x.iter().zip(y.iter()).position(|(p, q)| p != q) {
-                say(format!(
-                    "Content mismatch at offset {}!",
-                    (pos + i as u64) / 512 * 512
-                ));
-                return Ok(1);
+        // Both read as zero without data: nothing to read.
+        let both_zero = e1.zero && e2.zero && !e1.data && !e2.data;
+        if !both_zero {
+            let mut p = pos;
+            while p < pos + n {
+                let k = (pos + n - p).min(CHUNK) as usize;
+                let (x, y) = (&mut b1[..k], &mut b2[..k]);
+                i1.read_at(x, p).map_err(|e| err(n1, e))?;
+                i2.read_at(y, p).map_err(|e| err(n2, e))?;
+                if let Some(i) = x.iter().zip(y.iter()).position(|(a, b)| a != b) {
+                    say(format!(
+                        "Content mismatch at offset {}!",
+                        (p + i as u64) / 512 * 512
+                    ));
+                    return Ok(1);
+                }
+                p += k as u64;
             }
         }
         pos += n;

@@ -60,11 +60,8 @@ pub fn plan(fmt: Format, opts: &[(String, String)]) -> R<Plan> {
         let k = k.as_str();
         match (fmt, k) {
             (_, "size") => {
-                p.q.size = size::parse(v).map_err(|_| {
-                    Fail::new(
-                        "Invalid image size specified. You may use k, M, G, T, P or E suffixes for",
-                    )
-                })?;
+                p.q.size = size::parse(v)
+                    .map_err(|_| Fail::new(format!("Invalid image size specified: '{v}'.")))?;
                 p.size_given = true;
             }
             (_, "preallocation") => {
@@ -205,9 +202,8 @@ pub fn run(ctx: &Ctx, args: &[String]) -> R {
         if sz.starts_with('-') {
             return Err(Fail::new("Image size must be less than 8 EiB!"));
         }
-        let v = size::parse(sz).map_err(|_| {
-            Fail::new("Invalid image size specified. You may use k, M, G, T, P or E suffixes for\nqemu-img: kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.")
-        })?;
+        let v = size::parse(sz)
+            .map_err(|_| Fail::new(format!("Invalid image size specified: '{sz}'.")))?;
         opts.push(("size".into(), v.to_string()));
     }
     if fmt == Format::Raw && opts.iter().any(|(k, _)| k == "backing_file") {

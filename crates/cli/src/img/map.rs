@@ -56,8 +56,8 @@ pub fn run(ctx: &Ctx, args: &[String]) -> R {
     if !json {
         let _ = writeln!(
             out,
-            "{:<16}{:<16}{:<16}{}",
-            "Offset", "Length", "Mapped to", "File"
+            "{:<16}{:<16}{:<16}File",
+            "Offset", "Length", "Mapped to"
         );
     }
     let mut cur: Option<MapEntry> = None;

@@ -155,11 +155,25 @@ pub fn emsg(e: &Error) -> String {
         Error::Io(io) => io_msg(io),
         Error::Backing { path, source } => format!(
             "Could not open backing file '{}': {}",
-            path.display(),
+            show(&path.to_string_lossy()),
             emsg(source)
         ),
         other => other.to_string(),
     }
+}
+
+/// A file name fit for a one-line message: control characters escaped (a hostile image can
+/// name its backing file anything).
+pub fn show(name: &str) -> String {
+    let mut s = String::with_capacity(name.len());
+    for c in name.chars() {
+        if c.is_control() {
+            s.push_str(&format!("\\x{:02x}", c as u32));
+        } else {
+            s.push(c);
+        }
+    }
+    s
 }
 
 fn io_msg(e: &std::io::Error) -> String {
@@ -184,6 +198,17 @@ pub fn open_image(
     fmt: Option<Format>,
     writable: bool,
 ) -> R<Box<dyn BlockDriver>> {
+    open_image_with(ctx, path, fmt, writable, false)
+}
+
+pub fn open_image_with(
+    ctx: &Ctx,
+    path: &str,
+    fmt: Option<Format>,
+    writable: bool,
+    for_check: bool,
+) -> R<Box<dyn BlockDriver>> {
+    let shown = show(path);
     let probed_raw = fmt.is_none()
         && writable
         && virtkit_image::chain::probe(Path::new(path))
@@ -195,18 +220,19 @@ pub fn open_image(
             format: fmt,
             writable,
             no_backing: false,
+            for_check,
         },
     )
     .map_err(|e| match e {
         Error::Io(ref io) => Fail::new(format!(
-            "Could not open '{path}': Could not open '{path}': {}",
+            "Could not open '{shown}': Could not open '{shown}': {}",
             io_msg(io)
         )),
         e @ Error::Corrupt(_) if fmt.is_some() => {
             let m = emsg(&e);
-            Fail::new(format!("Could not open '{path}': {m}"))
+            Fail::new(format!("Could not open '{shown}': {m}"))
         }
-        e => Fail::new(format!("Could not open '{path}': {}", emsg(&e))),
+        e => Fail::new(format!("Could not open '{shown}': {}", emsg(&e))),
     })?;
     if probed_raw {
         ctx.warn_probed_raw(path);
@@ -294,10 +320,9 @@ pub fn output_json(p: &Parsed) -> R<bool> {
     match long_value(p, "output").as_deref() {
         None | Some("human") => Ok(false),
         Some("json") => Ok(true),
-        Some(o) => Err(Fail::new(format!(
-            "--output must be used with human or json as argument."
-        ))
-        .code(if o.is_empty() { 1 } else { 1 })),
+        Some(_) => Err(Fail::new(
+            "--output must be used with human or json as argument.",
+        )),
     }
 }
 

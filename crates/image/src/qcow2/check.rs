@@ -56,7 +56,7 @@ impl Walk<'_> {
             if l2off == 0 {
                 continue;
             }
-            if l2off % g.cs != 0 {
+            if !l2off.is_multiple_of(g.cs) {
                 self.r.corruptions += 1;
                 self.r.messages.push(format!(
                     "ERROR l2_offset={l2off:x}: Table is not cluster aligned; L1 entry corrupted"
@@ -237,7 +237,7 @@ pub fn check(q: &Qcow2, repair: Repair) -> Result<CheckReport> {
         if off == 0 {
             continue;
         }
-        if off % g.cs != 0 {
+        if !off.is_multiple_of(g.cs) {
             r.corruptions += 1;
             r.messages.push(format!(
                 "ERROR refcount block {i} is not cluster aligned; refcount table entry corrupted"
@@ -257,6 +257,7 @@ pub fn check(q: &Qcow2, repair: Repair) -> Result<CheckReport> {
     // Compare.
     let mut rebuild = bad_blocks;
     let mut fixes: Vec<(u64, i64)> = Vec::new();
+    let mut rebuild_errors = 0u64;
     let mut highest = 0u64;
     for i in 0..refs.v.len() as u64 {
         let disk = match m.refcount(i) {
@@ -273,9 +274,11 @@ pub fn check(q: &Qcow2, repair: Repair) -> Result<CheckReport> {
         if disk == want {
             continue;
         }
+        // A referenced cluster with refcount zero needs a rebuilt refcount structure; it is
+        // reported as an error either way, as qemu-img does.
         let fixable = if disk == 0 {
             rebuild = true;
-            repair == Repair::All
+            false
         } else if disk > want {
             repair != Repair::None
         } else {
@@ -296,7 +299,9 @@ pub fn check(q: &Qcow2, repair: Repair) -> Result<CheckReport> {
         } else {
             r.leaks += 1;
         }
-        if fixable {
+        if disk == 0 {
+            rebuild_errors += 1;
+        } else if fixable {
             if disk < want {
                 r.corruptions_fixed += 1;
             } else {
@@ -305,34 +310,39 @@ pub fn check(q: &Qcow2, repair: Repair) -> Result<CheckReport> {
             fixes.push((i, want as i64 - disk as i64));
         }
     }
-    // COPIED flags of the active tree.
-    let copied_errors = copied_check(&mut m, &mut r)?;
-    if repair == Repair::All && copied_errors > 0 && !rebuild {
-        // Fixed below, after refcounts are right.
-    }
-
     if repair != Repair::None {
         if rebuild && repair == Repair::All {
             r.messages.push("Rebuilding refcount structure".into());
-            rebuild_refcounts(&mut m, refs.v)?;
+            let dropped = rebuild_refcounts(&mut m, refs.v)?;
+            for c in dropped {
+                r.messages
+                    .push(format!("Repairing cluster {c} refcount=1 reference=0"));
+            }
+            r.corruptions_fixed += rebuild_errors;
         } else {
             for (c, d) in &fixes {
-                if !rebuild || *d < 0 {
-                    m.rc_update(*c, 1, *d)?;
-                }
+                m.rc_update(*c, 1, *d)?;
             }
         }
-        if repair == Repair::All {
-            let before = copied_errors;
+        m.invalidate_caches();
+    }
+    // COPIED flags of the active tree, against the (repaired) refcounts.
+    let copied_errors = copied_check(&mut m, &mut r, repair == Repair::All)?;
+    if repair == Repair::All {
+        if copied_errors > 0 {
             super::snapshot::fix_copied(&mut m)?;
-            r.corruptions_fixed += before;
+            r.corruptions_fixed += copied_errors;
         }
-        if repair == Repair::All && m.hdr.incompatible_features & INCOMPAT_DIRTY != 0 {
+        if m.hdr.incompatible_features & INCOMPAT_DIRTY != 0 {
             m.hdr.incompatible_features &= !INCOMPAT_DIRTY;
             let v = m.hdr.incompatible_features;
             fileio::write_full(&m.f, &v.to_be_bytes(), OFF_INCOMPAT)?;
         }
+    }
+    if repair != Repair::None {
         m.invalidate_caches();
+        m.free_hint = 1;
+        m.run_hint = 1;
         m.scan_end()?;
         highest = m.end;
         q.file.sync_data()?;
@@ -343,13 +353,14 @@ pub fn check(q: &Qcow2, repair: Repair) -> Result<CheckReport> {
 }
 
 /// Checks COPIED flags in the active L1 and its L2 tables against the stored refcounts.
-fn copied_check(m: &mut Meta, r: &mut CheckReport) -> Result<u64> {
+fn copied_check(m: &mut Meta, r: &mut CheckReport, fixing: bool) -> Result<u64> {
+    let what = if fixing { "Repairing" } else { "ERROR" };
     let g = m.g;
     let mut errors = 0;
     for i in 0..m.l1.len() {
         let l1e = m.l1[i];
         let l2off = l1e & OFFSET_MASK;
-        if l2off == 0 || l2off % g.cs != 0 {
+        if l2off == 0 || !l2off.is_multiple_of(g.cs) {
             continue;
         }
         let rc = m.refcount(l2off >> g.cluster_bits).unwrap_or(0);
@@ -357,7 +368,7 @@ fn copied_check(m: &mut Meta, r: &mut CheckReport) -> Result<u64> {
             errors += 1;
             r.corruptions += 1;
             r.messages.push(format!(
-                "ERROR OFLAG_COPIED L2 cluster: l1_index={i} l1_entry={l1e:x} refcount={rc}"
+                "{what} OFLAG_COPIED L2 cluster: l1_index={i} l1_entry={l1e:x} refcount={rc}"
             ));
         }
         let Ok(t) = m.l2_load(l2off).map(|t| t.clone()) else {
@@ -373,7 +384,7 @@ fn copied_check(m: &mut Meta, r: &mut CheckReport) -> Result<u64> {
                     errors += 1;
                     r.corruptions += 1;
                     r.messages.push(format!(
-                        "ERROR OFLAG_COPIED data cluster: l2_entry={e:x} refcount={rc}"
+                        "{what} OFLAG_COPIED data cluster: l2_entry={e:x} refcount={rc}"
                     ));
                 }
             }
@@ -385,20 +396,24 @@ fn copied_check(m: &mut Meta, r: &mut CheckReport) -> Result<u64> {
 /// Writes a complete new refcount structure past everything referenced, then switches the
 /// header to it. `refs` holds the references of all but the old refcount structure... plus the
 /// old structure's own clusters, which are dropped here.
-fn rebuild_refcounts(m: &mut Meta, mut refs: Vec<u32>) -> Result<()> {
+fn rebuild_refcounts(m: &mut Meta, mut refs: Vec<u32>) -> Result<Vec<u64>> {
+    let mut dropped = Vec::new();
     let g = m.g;
     // Old table and blocks are no longer wanted.
     let old_off = m.hdr.refcount_table_offset;
     for c in 0..m.hdr.refcount_table_clusters as u64 {
-        if let Some(x) = refs.get_mut(((old_off >> g.cluster_bits) + c) as usize) {
+        let c = (old_off >> g.cluster_bits) + c;
+        if let Some(x) = refs.get_mut(c as usize) {
             *x = x.saturating_sub(1);
+            dropped.push(c);
         }
     }
     for &e in &m.rct.clone() {
         let off = e & OFFSET_MASK;
-        if off != 0 && off % g.cs == 0 {
+        if off != 0 && off.is_multiple_of(g.cs) {
             if let Some(x) = refs.get_mut((off >> g.cluster_bits) as usize) {
                 *x = x.saturating_sub(1);
+                dropped.push(off >> g.cluster_bits);
             }
         }
     }
@@ -463,7 +478,8 @@ fn rebuild_refcounts(m: &mut Meta, mut refs: Vec<u32>) -> Result<()> {
     m.rct = table;
     m.file_len = m.file_len.max(total * g.cs);
     m.invalidate_caches();
-    Ok(())
+    dropped.sort_unstable();
+    Ok(dropped)
 }
 
 impl Qcow2 {

@@ -400,7 +400,7 @@ pub fn l1_entries_for(size: u64, cluster_bits: u32, l2_bits: u32) -> Option<u64>
 
 /// A table must be cluster aligned, not overflow, and lie within the file.
 pub fn check_table(offset: u64, len: u64, cs: u64, file_len: u64, what: &str) -> Result<()> {
-    if offset % cs != 0 {
+    if !offset.is_multiple_of(cs) {
         return corrupt(format!("{what} offset invalid"));
     }
     match offset.checked_add(len) {

@@ -62,7 +62,7 @@ pub fn decode(
         return Ok(Cluster::Compressed { offset, len });
     }
     let host = e & OFFSET_MASK;
-    if host % cluster_size != 0 {
+    if !host.is_multiple_of(cluster_size) {
         return corrupt(format!(
             "Cluster allocation offset {host:#x} unaligned (L2 entry {e:#x})"
         ));

@@ -130,7 +130,7 @@ impl Meta {
     pub(crate) fn l2_load(&mut self, off: u64) -> Result<&mut Vec<u64>> {
         if !self.l2.contains(off) {
             let cs = self.g.cs;
-            if off % cs != 0 {
+            if !off.is_multiple_of(cs) {
                 return corrupt(format!("L2 table offset {off:#x} unaligned"));
             }
             if off + cs > self.file_len.div_ceil(cs) * cs {
@@ -320,7 +320,7 @@ impl Meta {
         let cb = self.g.cluster_bits;
         let mut cur = self.comp_cursor;
         // Narrow refcounts (refcount_bits=1) cannot count more sharers: start a fresh cluster.
-        if cur != 0 && cur % cs != 0 && self.refcount(cur >> cb)? >= self.rc_max() {
+        if cur != 0 && !cur.is_multiple_of(cs) && self.refcount(cur >> cb)? >= self.rc_max() {
             cur = 0;
         }
         if cur != 0 {
@@ -393,6 +393,11 @@ pub struct Opened {
 impl Qcow2 {
     /// Opens the file and parses all metadata; the caller attaches the backing chain.
     pub fn open(path: &Path, writable: bool) -> Result<Opened> {
+        Self::open_with(path, writable, false)
+    }
+
+    /// `for_check`: leave a dirty image as it is, for `check` to report and repair.
+    pub fn open_with(path: &Path, writable: bool, for_check: bool) -> Result<Opened> {
         let file = OpenOptions::new().read(true).write(writable).open(path)?;
         let file_len = fileio::file_len(&file)?;
         let mut first = vec![0u8; file_len.min(2 << 20) as usize];
@@ -446,7 +451,10 @@ impl Qcow2 {
             read_only: !writable,
             m: Mutex::new(meta),
         };
-        if writable && img.lock().hdr.incompatible_features & header::INCOMPAT_DIRTY != 0 {
+        if writable
+            && !for_check
+            && img.lock().hdr.incompatible_features & header::INCOMPAT_DIRTY != 0
+        {
             // Lazy refcounts left dirty by a crash: rebuild them before any allocation.
             let report = img.check(Repair::All)?;
             if report.corruptions > report.corruptions_fixed {
@@ -473,20 +481,11 @@ impl Qcow2 {
     }
 
     fn check_range(&self, offset: u64, len: u64) -> Result<()> {
-        match offset.checked_add(len) {
-            Some(end) if end <= self.virtual_size() => Ok(()),
-            _ => invalid(format!(
-                "Request out of range: offset {offset} length {len} (image size {})",
-                self.virtual_size()
-            )),
-        }
+        crate::driver::check_range(self.virtual_size(), offset, len)
     }
 
     fn check_writable(&self) -> Result<()> {
-        if self.read_only {
-            return Err(Error::ReadOnly("Image is read-only".into()));
-        }
-        Ok(())
+        crate::driver::check_writable(self.read_only)
     }
 
     fn read_backing(&self, buf: &mut [u8], off: u64) -> Result<()> {
@@ -542,12 +541,7 @@ impl Qcow2 {
                 m.comp_cache = None;
                 return Ok(());
             }
-            let mut buf = vec![0u8; g.cs as usize];
-            let valid = (self.virtual_size() - cstart).min(g.cs) as usize;
-            self.read_locked(m, &mut buf[..valid], cstart)?;
-            let s = (off - cstart) as usize;
-            buf[s..s + data.len()].copy_from_slice(data);
-            return self.store_cluster(m, cstart, &buf, c);
+            return self.copy_cluster(m, cstart, Some(((off - cstart) as usize, data)), c);
         }
         // Extended L2: work in whole subclusters.
         let sc = g.sc_size;
@@ -581,13 +575,27 @@ impl Qcow2 {
             }
             _ => {
                 // Shared or compressed cluster: copy all of it into a new one.
-                let mut full = vec![0u8; g.cs as usize];
-                let valid = (self.virtual_size() - cstart).min(g.cs) as usize;
-                self.read_locked(m, &mut full[..valid], cstart)?;
-                full[(a_start - cstart) as usize..][..a_len].copy_from_slice(&buf);
-                self.store_cluster(m, cstart, &full, c)
+                self.copy_cluster(m, cstart, Some(((a_start - cstart) as usize, &buf)), c)
             }
         }
+    }
+
+    /// Gives the guest cluster at `cstart` a new host cluster holding its current content,
+    /// overlaid with `patch` (offset in cluster, bytes) when given.
+    fn copy_cluster(
+        &self,
+        m: &mut Meta,
+        cstart: u64,
+        patch: Option<(usize, &[u8])>,
+        old: Cluster,
+    ) -> Result<()> {
+        let mut buf = vec![0u8; self.g.cs as usize];
+        let valid = (self.virtual_size() - cstart).min(self.g.cs) as usize;
+        self.read_locked(m, &mut buf[..valid], cstart)?;
+        if let Some((at, data)) = patch {
+            buf[at..at + data.len()].copy_from_slice(data);
+        }
+        self.store_cluster(m, cstart, &buf, old)
     }
 
     /// Writes a whole cluster's content to a newly allocated host cluster and links it.
@@ -658,31 +666,19 @@ impl Qcow2 {
         let end = off + len;
         while pos < end {
             let cstart = pos & !(g.cs - 1);
-            let (e, bm, _) = m.entry(pos)?;
+            let (e, _bm, _) = m.entry(pos)?;
             let c = m.decode(e)?;
             if g.extended {
                 let first = (pos - cstart) / g.sc_size;
                 let last = ((end.min(cstart + g.cs)) - cstart) / g.sc_size;
                 let mask: u64 = ((1u64 << (last - first)) - 1) << first;
                 let l2off = m.l2_for_write(pos)?;
-                match c {
-                    Cluster::Compressed { .. } => {
-                        // Cannot zero part of a compressed cluster in place: decompress first.
-                        let mut buf = vec![0u8; g.cs as usize];
-                        let valid = (self.virtual_size() - cstart).min(g.cs) as usize;
-                        self.read_locked(m, &mut buf[..valid], cstart)?;
-                        self.store_cluster(m, cstart, &buf, c)?;
-                        continue;
-                    }
-                    Cluster::Normal(h) if e & OFLAG_COPIED == 0 => {
-                        let _ = h;
-                        let mut buf = vec![0u8; g.cs as usize];
-                        let valid = (self.virtual_size() - cstart).min(g.cs) as usize;
-                        self.read_locked(m, &mut buf[..valid], cstart)?;
-                        self.store_cluster(m, cstart, &buf, c)?;
-                        continue;
-                    }
-                    _ => {}
+                // Subclusters of a compressed or shared cluster cannot be zeroed in place:
+                // give the cluster its own plain copy first, then zero in it.
+                let shared = matches!(c, Cluster::Normal(_)) && e & OFLAG_COPIED == 0;
+                if matches!(c, Cluster::Compressed { .. }) || shared {
+                    self.copy_cluster(m, cstart, None, c)?;
+                    continue;
                 }
                 let (e, bm, _) = m.entry(pos)?;
                 let nbm = (bm & !mask) | (mask << 32);
@@ -741,7 +737,7 @@ impl Qcow2 {
         let g = self.g;
         let mut m = self.lock();
         let mut pos = from & !(g.cs - 1);
-        let mut first_host = None;
+        let mut runs: Vec<(u64, u64)> = Vec::new();
         let mut last_end = 0;
         while pos < to {
             let k = self.fresh_run(&mut m, pos, (to - pos).div_ceil(g.cs))?;
@@ -751,7 +747,7 @@ impl Qcow2 {
             }
             let l2off = m.l2_for_write(pos)?;
             let host = m.alloc(k)?;
-            first_host.get_or_insert(host);
+            runs.push((host, k << g.cluster_bits));
             last_end = last_end.max(host + (k << g.cluster_bits));
             let idx = g.l2_index(pos);
             for j in 0..k as usize {
@@ -764,15 +760,16 @@ impl Qcow2 {
         }
         let file = self.file.clone();
         drop(m);
-        let len = fileio::file_len(&file)?;
-        if last_end > len {
+        // Data runs may sit between metadata clusters (small clusters interleave L2 tables
+        // and data), so each run is reserved on its own.
+        if fileio::file_len(&file)? < last_end {
+            file.set_len(last_end)?;
+        }
+        for (host, len) in runs {
             match mode {
-                Preallocation::Metadata => file.set_len(last_end)?,
-                Preallocation::Falloc => fileio::fallocate(&file, len, last_end - len)?,
-                Preallocation::Full => {
-                    fileio::write_zeroes_slow(&file, len, last_end - len)?;
-                }
-                Preallocation::Off => {}
+                Preallocation::Falloc => fileio::fallocate(&file, host, len)?,
+                Preallocation::Full => fileio::write_zeroes_slow(&file, host, len)?,
+                Preallocation::Metadata | Preallocation::Off => {}
             }
         }
         self.lock().file_len = fileio::file_len(&file)?;
@@ -790,7 +787,8 @@ impl Qcow2 {
             return Ok(());
         }
         if entries < old_n {
-            // Shrink: entries past the end must already be free.
+            // Shrink: drop the L2 tables past the end, but keep the table's size (as QEMU
+            // does), so that the L1 table's clusters stay exactly accounted for.
             for i in entries..old_n {
                 let e = m.l1[i as usize];
                 if e & OFFSET_MASK != 0 {
@@ -799,11 +797,6 @@ impl Qcow2 {
                     m.l2.remove(e & OFFSET_MASK);
                 }
             }
-            m.l1.truncate(entries as usize);
-            let mut b = [0u8; 4];
-            b.copy_from_slice(&(entries as u32).to_be_bytes());
-            fileio::write_full(&self.file, &b, header::OFF_L1)?;
-            m.hdr.l1_size = entries as u32;
             return Ok(());
         }
         let old_bytes = (old_n * 8).div_ceil(g.cs) * g.cs;
@@ -936,7 +929,7 @@ impl BlockDriver for Qcow2 {
         while pos < buf.len() {
             let off = offset + pos as u64;
             let left = (buf.len() - pos) as u64;
-            if off % g.cs == 0 && left >= g.cs {
+            if off.is_multiple_of(g.cs) && left >= g.cs {
                 let k = self.fresh_run(&mut m, off, left / g.cs)?;
                 if k > 0 {
                     let n = (k << g.cluster_bits) as usize;
@@ -965,7 +958,7 @@ impl BlockDriver for Qcow2 {
         // Clusters that may be left zero without a write: v2 only without a backing file.
         let flag_ok = g.version >= 3 || self.backing.is_none();
         let zero = vec![0u8; gran as usize];
-        let mut write_real = |m: &mut Meta, s: u64, e: u64| -> Result<()> {
+        let write_real = |m: &mut Meta, s: u64, e: u64| -> Result<()> {
             let mut p = s;
             while p < e {
                 let n = (e - p).min(gran - p % gran);
@@ -989,7 +982,7 @@ impl BlockDriver for Qcow2 {
         while p < b_eff {
             let cend = ((p / g.cs) + 1) * g.cs;
             let n = b_eff.min(cend) - p;
-            if g.extended || n == g.cs || (p % g.cs == 0 && p + n >= self.virtual_size()) {
+            if g.extended || n == g.cs || (p.is_multiple_of(g.cs) && p + n >= self.virtual_size()) {
                 self.zero_clusters(&mut m, p, n, may_unmap)?;
             } else {
                 write_real(&mut m, p, (p + n).min(end))?;
@@ -1054,7 +1047,7 @@ impl BlockDriver for Qcow2 {
         self.check_writable()?;
         let g = self.g;
         let old = self.virtual_size();
-        if new_size % 512 != 0 {
+        if !new_size.is_multiple_of(512) {
             return invalid("The new size must be a multiple of 512");
         }
         {
@@ -1170,7 +1163,7 @@ impl BlockDriver for Qcow2 {
     fn write_compressed_data(&self, offset: u64, c: &[u8]) -> Result<()> {
         self.check_writable()?;
         let g = self.g;
-        if offset % g.cs != 0 || c.len() as u64 >= g.cs || c.is_empty() {
+        if !offset.is_multiple_of(g.cs) || c.len() as u64 >= g.cs || c.is_empty() {
             return invalid("Compressed writes must be single aligned clusters");
         }
         self.check_range(offset, 1)?;

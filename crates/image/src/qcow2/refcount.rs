@@ -21,7 +21,7 @@ impl Meta {
     fn rcb_load(&mut self, off: u64) -> Result<&mut Vec<u8>> {
         if !self.rcb.contains(off) {
             let cs = self.g.cs;
-            if off % cs != 0 {
+            if !off.is_multiple_of(cs) {
                 return corrupt(format!("Refblock offset {off:#x} unaligned"));
             }
             if off + cs > self.file_len.div_ceil(cs) * cs {
@@ -50,7 +50,7 @@ impl Meta {
     pub(super) fn rb_set(order: u32, b: &mut [u8], i: u64, v: u64) {
         let i = i as usize;
         match order {
-            0 | 1 | 2 => {
+            0..=2 => {
                 let bits = 1usize << order;
                 let per = 8 / bits;
                 let shift = bits * (i % per);
@@ -125,6 +125,12 @@ impl Meta {
                         if nv == 0 {
                             let cl = (ti << self.g.rb_bits) + i;
                             self.free_hint = self.free_hint.min(cl);
+                            // The cluster compressed data was being packed into is gone.
+                            if self.comp_cursor != 0
+                                && (self.comp_cursor - 1) >> self.g.cluster_bits == cl
+                            {
+                                self.comp_cursor = 0;
+                            }
                         }
                     }
                     None => {

@@ -177,7 +177,7 @@ fn tree_refcounts(m: &mut Meta, l1: &[u64], delta: i64) -> Result<()> {
 fn check_headroom(m: &mut Meta, l1: &[u64]) -> Result<()> {
     let g = m.g;
     let max = m.rc_max();
-    let mut probe = |m: &mut Meta, c: u64| -> Result<()> {
+    let probe = |m: &mut Meta, c: u64| -> Result<()> {
         if m.refcount(c)? >= max {
             return Err(Error::Invalid(format!(
                 "Refcount overflow for cluster {c:#x}: refcount_bits={} is too narrow for another snapshot",
@@ -218,7 +218,9 @@ pub(crate) fn fix_copied(m: &mut Meta) -> Result<()> {
             continue;
         }
         let exclusive = m.refcount(l2off >> g.cluster_bits)? == 1;
-        if exclusive {
+        // Entries of shared tables are fixed too: their data is shared as well, so the flags
+        // go off, which changes nothing for the snapshots that see the same table.
+        {
             let t = m.l2_load(l2off)?.clone();
             let mut nt = t.clone();
             for j in 0..g.l2_entries as usize {
@@ -361,7 +363,7 @@ pub fn apply(q: &Qcow2, name: &str) -> Result<()> {
     let mut m = q.lock();
     writable(&m)?;
     let Some(i) = find(&m, name) else {
-        return Err(Error::Invalid(format!("snapshot not found")));
+        return Err(Error::Invalid("snapshot not found".to_string()));
     };
     let sn = m.snapshots[i].clone();
     let g = m.g;
@@ -396,7 +398,7 @@ pub fn delete(q: &Qcow2, name: &str) -> Result<()> {
     let mut m = q.lock();
     writable(&m)?;
     let Some(i) = find(&m, name) else {
-        return Err(Error::Invalid(format!("snapshot not found")));
+        return Err(Error::Invalid("snapshot not found".to_string()));
     };
     let g = m.g;
     let sn = m.snapshots[i].clone();

@@ -1,0 +1,94 @@
+//! Replays every input saved under fuzz/regressions/<target>/ through the same harness the
+//! `cargo fuzz` targets use (fuzz/harness.rs), on the stable toolchain: old crashes stay fixed.
+//! Errors from the library are fine; a panic, an abort (failed allocation) or a hang is a
+//! failure. Each input runs in a child process (this test binary re-executed for one test)
+//! so that an abort or a hang is reported with the input's name instead of killing the run.
+
+#[path = "../../../fuzz/harness.rs"]
+mod harness;
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Set in the child: the one input to run.
+const INPUT_ENV: &str = "VIRTKIT_FUZZ_REGRESSION_INPUT";
+/// Generous for unoptimized builds; every input runs in milliseconds when the bug is fixed.
+const TIME_LIMIT: Duration = Duration::from_secs(60);
+
+fn replay(target: &str, run: fn(&[u8])) {
+    if let Ok(input) = std::env::var(INPUT_ENV) {
+        let data = std::fs::read(&input).unwrap();
+        run(&data);
+        return;
+    }
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fuzz/regressions")
+        .join(target);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return; // no regression inputs for this target yet
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file())
+        .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .collect();
+    files.sort();
+    let exe = std::env::current_exe().unwrap();
+    let mut failed = Vec::new();
+    for f in &files {
+        let mut child = Command::new(&exe)
+            .args([target, "--exact", "--test-threads=1", "--nocapture"])
+            .env(INPUT_ENV, f)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        let outcome = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break if status.success() {
+                    None
+                } else {
+                    Some(format!("{status}"))
+                };
+            }
+            if start.elapsed() > TIME_LIMIT {
+                let _ = child.kill();
+                let _ = child.wait();
+                break Some(format!("still running after {}s", TIME_LIMIT.as_secs()));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        if let Some(why) = outcome {
+            failed.push(format!("{}: {why}", f.display()));
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{target}: {} of {} regression inputs fail (panic, abort or hang; output above):\n  {}",
+        failed.len(),
+        files.len(),
+        failed.join("\n  ")
+    );
+}
+
+#[test]
+fn qcow2_header() {
+    replay("qcow2_header", harness::qcow2_header);
+}
+
+#[test]
+fn qcow2_image() {
+    replay("qcow2_image", harness::qcow2_image);
+}
+
+#[test]
+fn qcow2_write() {
+    replay("qcow2_write", harness::qcow2_write);
+}
+
+#[test]
+fn size_parse() {
+    replay("size_parse", harness::size_parse);
+}

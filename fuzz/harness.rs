@@ -1,0 +1,181 @@
+//! Fuzz harness logic shared by the `cargo fuzz` targets (fuzz/fuzz_targets/*.rs) and by the
+//! stable regression test (crates/image/tests/fuzz_regressions.rs), which both include this
+//! file as a module. One function per target; each takes the raw fuzzer input.
+//!
+//! Contract checked: no panic, no hang, no unbounded allocation. Errors are fine. The work per
+//! input is bounded whatever the image claims (virtual sizes up to 2^63, huge tables...): a fixed
+//! number of sampled reads and block-status steps.
+//!
+//! The image targets write the input to a private file (tmpfs when available, one per process
+//! and thread), open it, and unlink it right away; nothing else on the host is touched.
+
+#![allow(dead_code)]
+
+use std::cell::Cell;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use virtkit_image::{BlockDriver, Format, OpenOptions, Repair};
+
+/// Reads sampled across the virtual size per input.
+const MAX_READS: u64 = 64;
+/// Block-status steps of the walk from offset 0.
+const MAX_STATUS_STEPS: usize = 256;
+/// Longest single read.
+const MAX_READ_LEN: u64 = 64 << 10;
+
+/// `virtkit_image::qcow2::header::Header::parse`, then serialization of what was accepted.
+pub fn qcow2_header(data: &[u8]) {
+    use virtkit_image::qcow2::header::Header;
+    // `first` is the file's first 2 MiB, `file_len` the file's length: the input is the file.
+    if let Ok(h) = Header::parse(data, data.len() as u64) {
+        let _ = h.cluster_size();
+        let _ = h.bitmaps_ext();
+        let _ = h.serialize();
+    }
+}
+
+/// `virtkit_image::size::parse`, with a round trip of what it accepts.
+pub fn size_parse(data: &[u8]) {
+    let Ok(s) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(v) = virtkit_image::size::parse(s) {
+        let _ = virtkit_image::size::human(v);
+        let back = virtkit_image::size::parse(&v.to_string());
+        assert_eq!(
+            back.ok(),
+            Some(v),
+            "size {v} from {s:?} does not round-trip"
+        );
+    }
+}
+
+/// Read-only open of the input as qcow2, then info, snapshots, block status, sampled reads
+/// and check without repair.
+pub fn qcow2_image(data: &[u8]) {
+    let Some(img) = open_private(data, "ro", false) else {
+        return;
+    };
+    read_paths(&*img);
+    let _ = img.check(Repair::None);
+}
+
+/// Writable open of a private copy, a few small writes on hostile metadata, a snapshot,
+/// then check with full repair and the read paths again.
+pub fn qcow2_write(data: &[u8]) {
+    let Some(img) = open_private(data, "rw", true) else {
+        return;
+    };
+    let size = img.virtual_size();
+    let cs = img.cluster_size().unwrap_or(512).clamp(512, 2 << 20);
+    let pattern: Vec<u8> = (0..cs + 1024).map(|i| (i % 251) as u8 + 1).collect();
+    if size > 0 {
+        // Unaligned write straddling the first cluster boundary (copy-on-write of partial
+        // clusters), then a whole-cluster write in the middle of the disk.
+        let off = (cs - 100).min(size - 1);
+        let len = 1024u64.min(size - off) as usize;
+        let _ = img.write_at(&pattern[..len], off);
+        let mid = (size / 2) / cs * cs;
+        if mid + cs <= size {
+            let _ = img.write_at(&pattern[..cs as usize], mid);
+            let _ = img.write_compressed(mid, &pattern[..cs as usize]);
+        }
+        let last = (size - 1) / cs * cs;
+        let _ = img.write_zeroes(last, size - last, true);
+        let _ = img.discard(0, (2 * cs).min(size));
+    }
+    let _ = img.snapshot_create("fuzz");
+    let _ = img.write_at(&pattern[..512.min(size) as usize], 0);
+    let _ = img.snapshot_delete("fuzz");
+    let _ = img.check(Repair::All);
+    let _ = img.check(Repair::None);
+    read_paths(&*img);
+}
+
+/// info, snapshots, a bounded block-status walk and bounded sampled reads.
+fn read_paths(img: &dyn BlockDriver) {
+    let _ = img.info();
+    let _ = img.snapshots();
+    let size = img.virtual_size();
+    let cs = img.cluster_size().unwrap_or(512).clamp(512, 2 << 20);
+
+    let mut off = 0u64;
+    for _ in 0..MAX_STATUS_STEPS {
+        if off >= size {
+            break;
+        }
+        match virtkit_image::map::chain_status(img, off, size - off) {
+            Ok(e) => {
+                assert!(
+                    e.length >= 1 && e.length <= size - off,
+                    "block status at {off} returned length {} for a query of {}",
+                    e.length,
+                    size - off
+                );
+                off += e.length;
+            }
+            Err(_) => break,
+        }
+    }
+
+    let mut buf = vec![0u8; MAX_READ_LEN as usize];
+    for i in 0..MAX_READS {
+        // The first clusters one by one, then points spread over the whole disk; odd samples
+        // unaligned and crossing a cluster boundary.
+        let base = if i < 8 { i * cs } else { size / MAX_READS * i };
+        let off = if i % 2 == 1 {
+            base.saturating_add((i * 4097) % cs)
+        } else {
+            base
+        };
+        if off >= size {
+            continue;
+        }
+        let len = (cs + 513).min(size - off).min(MAX_READ_LEN);
+        let _ = img.read_at(&mut buf[..len as usize], off);
+        if let Ok(st) = img.block_status(off, len) {
+            assert!(
+                st.len >= 1 && st.len <= len,
+                "block status at {off} returned length {} for a query of {len}",
+                st.len
+            );
+        }
+    }
+}
+
+/// Writes the input to this thread's private file, opens it as qcow2 without its backing
+/// chain, and unlinks it (the open image keeps the inode).
+fn open_private(data: &[u8], tag: &str, writable: bool) -> Option<Box<dyn BlockDriver>> {
+    let path = private_path(tag);
+    std::fs::write(&path, data).expect("write the fuzz input to a private file");
+    let opts = OpenOptions {
+        format: Some(Format::Qcow2),
+        writable,
+        no_backing: true,
+    };
+    let img = virtkit_image::open(&path, &opts);
+    let _ = std::fs::remove_file(&path);
+    img.ok()
+}
+
+fn private_path(tag: &str) -> PathBuf {
+    static NEXT_THREAD: AtomicU64 = AtomicU64::new(0);
+    thread_local!(static THREAD: Cell<Option<u64>> = const { Cell::new(None) });
+    let t = THREAD.with(|c| {
+        let v = c
+            .get()
+            .unwrap_or_else(|| NEXT_THREAD.fetch_add(1, Ordering::Relaxed));
+        c.set(Some(v));
+        v
+    });
+    let shm = PathBuf::from("/dev/shm");
+    let dir = if shm.is_dir() {
+        shm
+    } else {
+        std::env::temp_dir()
+    };
+    dir.join(format!(
+        "virtkit-fuzz-{}-{t}-{tag}.qcow2",
+        std::process::id()
+    ))
+}

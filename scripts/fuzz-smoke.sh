@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Short fuzz run of every target in fuzz/ (called by `make test`), after replaying the saved
+# regression inputs under fuzz/regressions/<target>/. Needs nightly and cargo-fuzz
+# (scripts/deps.sh installs them) and qemu-img/qemu-io for the seed corpora.
+#
+#   FUZZ_SECONDS   time per target (default 30)
+#   FUZZ_TARGETS   targets to run (default: all of `cargo fuzz list`)
+#
+# Exits non-zero when a regression input fails or the fuzzer finds a crash, timeout or
+# out-of-memory; the input that triggered it is printed (under fuzz/artifacts/<target>/).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+secs=${FUZZ_SECONDS:-30}
+# Bounds: 10 s per input, 2 GiB RSS, and no single allocation over 512 MiB (a size taken
+# from an unchecked field shows up here rather than as a slow OOM).
+limits=(-timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=512)
+
+fuzz/seed.sh
+logs=fuzz/artifacts/logs
+mkdir -p "$logs"
+targets=${FUZZ_TARGETS:-$(cargo +nightly fuzz list)}
+
+echo "fuzz-smoke: building targets"
+cargo +nightly fuzz build
+
+failed=()
+for t in $targets; do
+  regs=()
+  if [ -d "fuzz/regressions/$t" ]; then
+    while IFS= read -r -d '' f; do regs+=("$f"); done \
+      < <(find "fuzz/regressions/$t" -maxdepth 1 -type f ! -name '.*' -print0 | sort -z)
+  fi
+  if [ ${#regs[@]} -gt 0 ]; then
+    echo "fuzz-smoke: $t: replaying ${#regs[@]} regression input(s)"
+    if ! cargo +nightly fuzz run "$t" "${regs[@]}" -- "${limits[@]}" >"$logs/$t.replay.log" 2>&1; then
+      tail -n 60 "$logs/$t.replay.log"
+      echo "fuzz-smoke: $t: a regression input fails again (log: $logs/$t.replay.log)"
+      failed+=("$t(regression)")
+      continue
+    fi
+  fi
+  echo "fuzz-smoke: $t: fuzzing for ${secs}s"
+  mkdir -p "fuzz/corpus/$t" "fuzz/artifacts/$t"
+  before=$(find "fuzz/artifacts/$t" -type f | sort)
+  if ! cargo +nightly fuzz run "$t" -- "${limits[@]}" -max_total_time="$secs" \
+    -print_final_stats=1 >"$logs/$t.log" 2>&1; then
+    tail -n 60 "$logs/$t.log"
+    new=$(comm -13 <(echo "$before") <(find "fuzz/artifacts/$t" -type f | sort))
+    echo "fuzz-smoke: $t: FAILED; artifact(s): ${new:-none (see $logs/$t.log)}"
+    failed+=("$t")
+  else
+    grep -E '^stat::number_of_executed_units' "$logs/$t.log" | sed "s/^/fuzz-smoke: $t: /" || true
+  fi
+done
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "fuzz-smoke: failures: ${failed[*]}"
+  exit 1
+fi
+echo "fuzz-smoke: all targets clean"

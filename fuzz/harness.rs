@@ -152,6 +152,7 @@ fn open_private(data: &[u8], tag: &str, writable: bool) -> Option<Box<dyn BlockD
         format: Some(Format::Qcow2),
         writable,
         no_backing: true,
+        ..Default::default()
     };
     let img = virtkit_image::open(&path, &opts);
     let _ = std::fs::remove_file(&path);

@@ -12,6 +12,8 @@ use crate::error::{Error, Result};
 use crate::fileio;
 use std::collections::HashMap;
 
+const MAX_CHECK_CLUSTERS: u64 = 1 << 26;
+
 /// Reference counts computed from the metadata. Sized by the file (plus what the refcount
 /// structure claims), never by an unchecked field.
 struct Refs {
@@ -245,7 +247,15 @@ pub fn check(q: &Qcow2, repair: Repair) -> Result<CheckReport> {
         Error::Corrupt(_) => Ok(()),
         e => Err(e),
     })?;
-    let n = file_clusters.max(m.end).min(file_clusters + (1 << 24)) as usize;
+    // One counter per cluster of the file; a hostile sparse file can claim petabytes, so the
+    // array is bounded (2^26 clusters: 4 TiB of file with 64 KiB clusters).
+    let n = file_clusters.max(m.end).min(file_clusters + (1 << 24));
+    if n > MAX_CHECK_CLUSTERS {
+        return Err(Error::Unsupported(format!(
+            "Image file is too large to check ({n} clusters; at most {MAX_CHECK_CLUSTERS})"
+        )));
+    }
+    let n = n as usize;
     let (mut refs, mut r) = walk(&mut m, n)?;
     // The refcount table and its blocks.
     let rct = m.rct.clone();
@@ -281,7 +291,7 @@ pub fn check(q: &Qcow2, repair: Repair) -> Result<CheckReport> {
     }
     // Compare.
     let mut rebuild = bad_blocks;
-    let mut fixes: Vec<(u64, i64)> = Vec::new();
+    let mut fixes: Vec<(u64, u64)> = Vec::new();
     let mut rebuild_errors = 0u64;
     let mut highest = 0u64;
     for i in 0..refs.v.len() as u64 {
@@ -332,7 +342,7 @@ pub fn check(q: &Qcow2, repair: Repair) -> Result<CheckReport> {
             } else {
                 r.leaks_fixed += 1;
             }
-            fixes.push((i, want as i64 - disk as i64));
+            fixes.push((i, want));
         }
     }
     if repair != Repair::None {
@@ -346,7 +356,7 @@ pub fn check(q: &Qcow2, repair: Repair) -> Result<CheckReport> {
             r.corruptions_fixed += rebuild_errors;
         } else {
             for (c, d) in &fixes {
-                m.rc_update(*c, 1, *d)?;
+                m.rc_set(*c, *d)?;
             }
         }
         m.invalidate_caches();

@@ -537,6 +537,7 @@ impl Qcow2 {
         let copied = e & OFLAG_COPIED != 0;
         if !g.extended {
             if let (Cluster::Normal(h), true) = (c, copied) {
+                m.check_owned(h)?;
                 fileio::write_full(&self.file, data, h + (off - cstart))?;
                 m.comp_cache = None;
                 return Ok(());
@@ -557,6 +558,7 @@ impl Qcow2 {
         let touched: u64 = ((1u64 << (last - first + 1)) - 1) << first;
         match (c, copied) {
             (Cluster::Normal(h), true) => {
+                m.check_owned(h)?;
                 fileio::write_full(&self.file, &buf, h + first * sc)?;
                 let nbm = (bm | touched) & !(touched << 32);
                 if nbm != bm {
@@ -1203,6 +1205,18 @@ impl BlockDriver for Qcow2 {
 }
 
 impl Meta {
+    /// A cluster we are about to overwrite in place must be one the refcounts account for;
+    /// a hostile L2 entry could otherwise aim writes at any offset (and grow the file to
+    /// petabytes).
+    fn check_owned(&self, host: u64) -> Result<()> {
+        if host >> self.g.cluster_bits >= self.end {
+            return corrupt(format!(
+                "Data cluster at {host:#x} lies past every allocated cluster; the image is corrupt"
+            ));
+        }
+        Ok(())
+    }
+
     pub(crate) fn invalidate_caches(&mut self) {
         self.l2.clear();
         self.rcb.clear();

@@ -170,6 +170,38 @@ impl Meta {
         Ok(())
     }
 
+    /// Sets one cluster's refcount (repairs). The block must exist unless `v` is 0.
+    pub(crate) fn rc_set(&mut self, cluster: u64, v: u64) -> Result<()> {
+        let cur = self.refcount(cluster)?;
+        if cur == v {
+            return Ok(());
+        }
+        if v > self.rc_max() {
+            return Err(Error::Invalid(format!(
+                "Refcount {v} does not fit the image's refcount width"
+            )));
+        }
+        let ti = (cluster >> self.g.rb_bits) as usize;
+        let off = match self.rct.get(ti) {
+            Some(&e) if e & super::l2::OFFSET_MASK != 0 => e & super::l2::OFFSET_MASK,
+            _ => self.ensure_rc_block(cluster)?,
+        };
+        let i = cluster & (self.g.rb_entries - 1);
+        let order = self.g.rc_order;
+        let mut b = std::mem::take(self.rcb_load(off)?);
+        Self::rb_set(order, &mut b, i, v);
+        let (s, e) = self.rb_bytes(i, 1);
+        let wr = fileio::write_full(&self.f, &b[s..e], off + s as u64);
+        *self.rcb.get_mut(off).expect("loaded") = b;
+        wr?;
+        if v == 0 {
+            self.free_hint = self.free_hint.min(cluster);
+        } else {
+            self.end = self.end.max(cluster + 1);
+        }
+        Ok(())
+    }
+
     /// Finds `n` contiguous free clusters (refcount 0). Beyond the last refcounted cluster
     /// everything is free. Single clusters fill holes from `free_hint`; runs start where the
     /// last run ended, so a long convert does not rescan the image for every allocation.
@@ -288,6 +320,12 @@ impl Meta {
     /// Moves the refcount table to a new, larger place at the end of the file, together with
     /// the refcount blocks that describe the new table itself.
     fn grow_reftable(&mut self, min_entries: usize) -> Result<()> {
+        // Refuse before any arithmetic over table slots: a hostile offset can ask for 2^40.
+        if (min_entries as u64).saturating_mul(8) > super::header::MAX_REFTABLE_BYTES {
+            return Err(Error::Corrupt(
+                "Cluster offset is beyond what the refcount table can describe".into(),
+            ));
+        }
         let cs = self.g.cs;
         let per_cluster = cs / 8;
         let rb = self.g.rb_entries;

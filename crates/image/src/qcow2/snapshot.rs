@@ -84,10 +84,10 @@ fn be64(b: &[u8], o: usize) -> u64 {
 pub fn read_table(f: &File, h: &Header, cs: u64, file_len: u64) -> Result<Vec<Snapshot>> {
     let mut out = Vec::with_capacity(h.nb_snapshots.min(1024) as usize);
     let mut off = h.snapshots_offset;
-    let end_limit = h.snapshots_offset + MAX_TABLE_BYTES;
+    let end_limit = h.snapshots_offset.saturating_add(MAX_TABLE_BYTES);
     for _ in 0..h.nb_snapshots {
         let mut fixed = [0u8; 40];
-        if off + 40 > file_len || off + 40 > end_limit {
+        if off.saturating_add(40) > file_len.min(end_limit) {
             return corrupt("Snapshot table is past the end of the file");
         }
         fileio::read_full(f, &mut fixed, off)?;
@@ -98,7 +98,7 @@ pub fn read_table(f: &File, h: &Header, cs: u64, file_len: u64) -> Result<Vec<Sn
             return corrupt("Too much extra metadata in snapshot table entry");
         }
         let var = extra_len as u64 + id_len + name_len;
-        if off + 40 + var > file_len {
+        if off.saturating_add(40 + var) > file_len {
             return corrupt("Snapshot table is past the end of the file");
         }
         let mut rest = vec![0u8; var as usize];

@@ -152,6 +152,8 @@ fn open_private(data: &[u8], tag: &str, writable: bool) -> Option<Box<dyn BlockD
         format: Some(Format::Qcow2),
         writable,
         no_backing: true,
+        // Other options at their defaults (a dirty image is repaired on a writable open).
+        ..Default::default()
     };
     let img = virtkit_image::open(&path, &opts);
     let _ = std::fs::remove_file(&path);

@@ -152,11 +152,20 @@ fn open_private(data: &[u8], tag: &str, writable: bool) -> Option<Box<dyn BlockD
         format: Some(Format::Qcow2),
         writable,
         no_backing: true,
+        // Other options at their defaults (a dirty image is repaired on a writable open).
         ..Default::default()
     };
-    let img = virtkit_image::open(&path, &opts);
-    let _ = std::fs::remove_file(&path);
-    img.ok()
+    // Unlinked however open ends, a panic included.
+    let _unlink = Unlink(path.clone());
+    virtkit_image::open(&path, &opts).ok()
+}
+
+struct Unlink(PathBuf);
+
+impl Drop for Unlink {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 fn private_path(tag: &str) -> PathBuf {

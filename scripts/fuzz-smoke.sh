@@ -31,15 +31,24 @@ for t in $targets; do
     while IFS= read -r -d '' f; do regs+=("$f"); done \
       < <(find "fuzz/regressions/$t" -maxdepth 1 -type f ! -name '.*' -print0 | sort -z)
   fi
-  if [ ${#regs[@]} -gt 0 ]; then
-    echo "fuzz-smoke: $t: replaying ${#regs[@]} regression input(s)"
-    if ! cargo +nightly fuzz run "$t" "${regs[@]}" -- "${limits[@]}" >"$logs/$t.replay.log" 2>&1; then
-      tail -n 60 "$logs/$t.replay.log"
-      echo "fuzz-smoke: $t: a regression input fails again (log: $logs/$t.replay.log)"
-      failed+=("$t(regression)")
-      continue
+  # One run per input, so that every input failing again is named (libFuzzer stops at the
+  # first crash).
+  bad=0
+  for f in "${regs[@]}"; do
+    log=$logs/$t.replay-$(basename "$f").log
+    if cargo +nightly fuzz run "$t" "$f" -- "${limits[@]}" >"$log" 2>&1; then
+      rm -f "$log"
+    else
+      grep -aE 'panicked at|ERROR:|SUMMARY:' "$log" | head -n 4
+      echo "fuzz-smoke: $t: regression input $f fails again (log: $log)"
+      bad=1
     fi
+  done
+  if [ $bad -ne 0 ]; then
+    failed+=("$t(regression)")
+    continue
   fi
+  [ ${#regs[@]} -eq 0 ] || echo "fuzz-smoke: $t: ${#regs[@]} regression input(s) pass"
   echo "fuzz-smoke: $t: fuzzing for ${secs}s"
   mkdir -p "fuzz/corpus/$t" "fuzz/artifacts/$t"
   before=$(find "fuzz/artifacts/$t" -type f | sort)

@@ -249,7 +249,7 @@ pub fn check(q: &Qcow2, repair: Repair) -> Result<CheckReport> {
     })?;
     // One counter per cluster of the file; a hostile sparse file can claim petabytes, so the
     // array is bounded (2^26 clusters: 4 TiB of file with 64 KiB clusters).
-    let n = file_clusters.max(m.end).min(file_clusters + (1 << 24));
+    let n = file_clusters.max(m.end).min(file_clusters + (1 << 16));
     if n > MAX_CHECK_CLUSTERS {
         return Err(Error::Unsupported(format!(
             "Image file is too large to check ({n} clusters; at most {MAX_CHECK_CLUSTERS})"

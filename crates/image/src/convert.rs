@@ -64,7 +64,9 @@ struct Chunk {
     len: u64,
 }
 
-const CHUNK: u64 = 1 << 20;
+const CHUNK: u64 = 2 << 20;
+/// Spare read buffers kept for reuse (each at most a chunk).
+const POOL_MAX: usize = 4;
 
 fn is_zero(b: &[u8]) -> bool {
     // SAFETY: u64 has no invalid bit patterns; align_to only reinterprets the aligned middle.
@@ -85,6 +87,12 @@ pub fn convert(
         return Err(Error::Invalid(
             "Target image is smaller than the source".into(),
         ));
+    }
+    for s in srcs {
+        // Only mapped data is read, in large requests: readahead would just fill holes.
+        if s.format() == crate::driver::Format::Raw {
+            crate::fileio::advise_no_readahead(s.file());
+        }
     }
     let cs = dst.cluster_size().unwrap_or(4096);
     // Block: the unit of classification (a target cluster; a page for raw targets).
@@ -115,17 +123,19 @@ pub fn convert(
                 .unwrap_or(1),
         )
         .max(1);
-    let window = threads * 4;
+    let window = threads * 3;
     let next = AtomicUsize::new(0);
     let written = Mutex::new(0usize);
     let cv = Condvar::new();
     let abort = AtomicBool::new(false);
     let (tx, rx) = mpsc::channel::<(usize, Result<Vec<Op>>)>();
+    let pool = Pool::default();
 
     std::thread::scope(|sc| -> Result<()> {
         for _ in 0..threads {
             let tx = tx.clone();
-            let (next, written, cv, abort, chunks) = (&next, &written, &cv, &abort, &chunks);
+            let (next, written, cv, abort, chunks, pool) =
+                (&next, &written, &cv, &abort, &chunks, &pool);
             sc.spawn(move || loop {
                 let idx = next.fetch_add(1, Ordering::Relaxed);
                 if idx >= chunks.len() || abort.load(Ordering::Relaxed) {
@@ -139,7 +149,7 @@ pub fn convert(
                     }
                 }
                 let c = &chunks[idx];
-                let r = plan(srcs[c.src], dst, c, block, o);
+                let r = plan(srcs[c.src], dst, c, block, o, pool);
                 if tx.send((idx, r)).is_err() {
                     return;
                 }
@@ -159,7 +169,7 @@ pub fn convert(
                 }
             };
             if o.out_of_order {
-                if let Err(e) = apply(dst, ops, o) {
+                if let Err(e) = apply(dst, ops, o, &pool) {
                     result = Err(e);
                     break;
                 }
@@ -169,7 +179,7 @@ pub fn convert(
                 pending.insert(idx, ops);
                 let mut failed = None;
                 while let Some(ops) = pending.remove(&expect) {
-                    if let Err(e) = apply(dst, ops, o) {
+                    if let Err(e) = apply(dst, ops, o, &pool) {
                         failed = Some(e);
                         break;
                     }
@@ -197,10 +207,38 @@ pub fn convert(
     Ok(())
 }
 
-fn apply(dst: &dyn BlockDriver, ops: Vec<Op>, o: &ConvertOptions) -> Result<()> {
+/// Read buffers go back and forth between workers and the writer instead of being allocated
+/// (and zero-filled, and faulted in) for every chunk.
+#[derive(Default)]
+struct Pool(Mutex<Vec<Vec<u8>>>);
+
+impl Pool {
+    /// A buffer of `len` bytes with unspecified content (callers overwrite all of it).
+    fn take(&self, len: usize) -> Vec<u8> {
+        let mut v = self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+            .unwrap_or_default();
+        v.resize(len, 0);
+        v
+    }
+    fn give(&self, v: Vec<u8>) {
+        let mut p = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if p.len() < POOL_MAX {
+            p.push(v);
+        }
+    }
+}
+
+fn apply(dst: &dyn BlockDriver, ops: Vec<Op>, o: &ConvertOptions, pool: &Pool) -> Result<()> {
     for op in ops {
         match op {
-            Op::Data(off, buf) => dst.write_at(&buf, off)?,
+            Op::Data(off, buf) => {
+                dst.write_at(&buf, off)?;
+                pool.give(buf);
+            }
             Op::Compressed(off, c) => dst.write_compressed_data(off, &c)?,
             Op::Zero(off, len) => {
                 if !o.target_zero_init {
@@ -234,6 +272,7 @@ fn plan(
     c: &Chunk,
     block: u64,
     o: &ConvertOptions,
+    pool: &Pool,
 ) -> Result<Vec<Op>> {
     // 1. Classify into runs, widening data runs to whole blocks of the target.
     let mut runs: Vec<(Kind, u64, u64)> = Vec::new(); // (kind, offset in chunk, len)
@@ -275,7 +314,7 @@ fn plan(
             Kind::Skip => {}
             Kind::Zero => ops.push(Op::Zero(dst_abs, len)),
             Kind::Data => {
-                let mut buf = vec![0u8; len as usize];
+                let mut buf = pool.take(len as usize);
                 src.read_at(&mut buf, c.src_off + off)?;
                 let unit = if o.compress { block } else { gran.min(len) };
                 let mut p = 0u64;

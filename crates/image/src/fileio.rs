@@ -71,6 +71,13 @@ pub fn write_zeroes_slow(f: &File, mut off: u64, mut len: u64) -> io::Result<()>
     Ok(())
 }
 
+/// Tells the kernel not to read ahead: callers that consult SEEK_DATA read exactly the data
+/// runs, and readahead would only pull in (and zero-fill) the holes next to them.
+pub fn advise_no_readahead(f: &File) {
+    use rustix::fs::{fadvise, Advice};
+    let _ = fadvise(f.as_fd(), 0, None, Advice::Random);
+}
+
 /// Next data offset at or after `off` (SEEK_DATA); `None` past the last data.
 pub fn seek_data(f: &File, off: u64) -> io::Result<Option<u64>> {
     seek(f, off, libc::SEEK_DATA)

@@ -145,10 +145,8 @@ pub fn info_dict(info: &ImageInfo) -> Dict {
         d.put("format-specific", V::Dict(fs));
     }
     let mut file = Dict::new();
-    let mut fdata = Dict::new();
-    let _ = &mut fdata;
     let mut fs = Dict::new();
-    fs.str("type", "file").put("data", V::Dict(fdata));
+    fs.str("type", "file").put("data", V::Dict(Dict::new()));
     file.str("filename", &info.filename)
         .str("format", "file")
         .bool("dirty-flag", false)

@@ -196,13 +196,11 @@ fn walk(m: &mut Meta, nclusters: usize) -> Result<(Refs, CheckReport)> {
     w.l1(l1_off, &l1, true)?;
     let snaps = w.m.snapshots.clone();
     if !snaps.is_empty() {
-        let mut tb = Vec::new();
         for s in &snaps {
             let l1 = super::read_table(&w.m.f, s.l1_table_offset, s.l1_size as u64)?;
             w.l1(s.l1_table_offset, &l1, false)?;
-            tb.push(());
         }
-        let len = snapshot_table_len(w.m);
+        let len = super::snapshot::table_len(&snaps);
         let off = w.m.hdr.snapshots_offset;
         w.refs.inc(&mut w.r, g.cluster_bits, off, len);
     }
@@ -222,14 +220,6 @@ fn walk(m: &mut Meta, nclusters: usize) -> Result<(Refs, CheckReport)> {
         }
     }
     Ok((w.refs, w.r))
-}
-
-fn snapshot_table_len(m: &Meta) -> u64 {
-    let mut n = 0u64;
-    for s in &m.snapshots {
-        n += (40 + s.extra.len() + s.id.len() + s.name.len()).div_ceil(8) as u64 * 8;
-    }
-    n
 }
 
 pub fn check(q: &Qcow2, repair: Repair) -> Result<CheckReport> {

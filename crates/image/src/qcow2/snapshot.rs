@@ -133,6 +133,13 @@ pub fn read_table(f: &File, h: &Header, cs: u64, file_len: u64) -> Result<Vec<Sn
     Ok(out)
 }
 
+/// Bytes the table takes on disk.
+pub(crate) fn table_len(list: &[Snapshot]) -> u64 {
+    list.iter()
+        .map(|s| (40 + s.extra.len() + s.id.len() + s.name.len()).div_ceil(8) as u64 * 8)
+        .sum()
+}
+
 fn serialize_table(list: &[Snapshot]) -> Vec<u8> {
     let mut v = Vec::new();
     for s in list {
@@ -261,7 +268,7 @@ pub(crate) fn fix_copied(m: &mut Meta) -> Result<()> {
 /// Replaces the snapshot table: new table written, header switched in one write, old freed.
 fn write_table(m: &mut Meta, list: Vec<Snapshot>) -> Result<()> {
     let g = m.g;
-    let old_bytes = serialize_table(&m.snapshots).len() as u64;
+    let old_bytes = table_len(&m.snapshots);
     let old_off = m.hdr.snapshots_offset;
     let bytes = serialize_table(&list);
     let new_off = if bytes.is_empty() {

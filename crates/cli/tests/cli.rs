@@ -277,10 +277,29 @@ fn create_errors() {
 /// Lines of human `info` output that are stable across qemu versions: drop
 /// "disk size" (host dependent) and everything from "Child node" on (8.0+).
 fn stable_info_lines(out: &str) -> Vec<String> {
+    // The snapshot table's header and columns changed between qemu 7.2 and 10 (virtkit prints
+    // 10's); compare its rows by ID and tag only.
+    let mut in_snapshots = false;
     out.lines()
         .take_while(|l| !l.starts_with("Child node"))
         .filter(|l| !l.starts_with("disk size:"))
-        .map(|l| l.to_string())
+        .filter_map(|l| {
+            if l == "Snapshot list:" {
+                in_snapshots = true;
+                return Some(l.to_string());
+            }
+            if l.starts_with("Format specific") || l.is_empty() {
+                in_snapshots = false;
+            }
+            if !in_snapshots {
+                return Some(l.to_string());
+            }
+            if l.starts_with("ID ") {
+                return None;
+            }
+            let mut f = l.split_whitespace();
+            Some(format!("snapshot {} {}", f.next()?, f.next()?))
+        })
         .collect()
 }
 

@@ -23,8 +23,13 @@ impl Rng {
     }
 }
 
+/// The oracle: /usr/bin/qemu-img unless QEMU_IMG names another build.
+fn qemu_img_bin() -> String {
+    std::env::var("QEMU_IMG").unwrap_or_else(|_| "/usr/bin/qemu-img".into())
+}
+
 fn qemu_check(path: &Path) {
-    let out = Command::new("qemu-img")
+    let out = Command::new(qemu_img_bin())
         .args(["check", "-q"])
         .arg(path)
         .output()
@@ -44,7 +49,7 @@ fn qemu_check(path: &Path) {
 fn qemu_raw(path: &Path) -> Vec<u8> {
     let dir = path.parent().unwrap();
     let raw = dir.join("oracle.raw");
-    let st = Command::new("qemu-img")
+    let st = Command::new(qemu_img_bin())
         .args(["convert", "-O", "raw"])
         .arg(path)
         .arg(&raw)

@@ -17,8 +17,14 @@ use std::time::{Duration, Instant};
 
 pub use serde_json::Value;
 
-pub const QEMU_IMG: &str = "/usr/bin/qemu-img";
-pub const QEMU_IO: &str = "/usr/bin/qemu-io";
+/// The oracle binaries; QEMU_IMG / QEMU_IO select another build (e.g. Debian's 7.2 unpacked
+/// next to the system's 10.x) without touching /usr/bin.
+pub fn qemu_img_bin() -> String {
+    std::env::var("QEMU_IMG").unwrap_or_else(|_| "/usr/bin/qemu-img".into())
+}
+pub fn qemu_io_bin() -> String {
+    std::env::var("QEMU_IO").unwrap_or_else(|_| "/usr/bin/qemu-io".into())
+}
 
 /// Default timeout for ordinary operations.
 pub const TIMEOUT: Duration = Duration::from_secs(120);
@@ -284,13 +290,13 @@ pub fn vk_link<S: AsRef<OsStr>>(args: &[S]) -> Option<Out> {
 }
 
 pub fn qemu_img<S: AsRef<OsStr>>(args: &[S]) -> Out {
-    let mut c = Command::new(QEMU_IMG);
+    let mut c = Command::new(qemu_img_bin());
     c.args(args);
     run_cmd(c, TIMEOUT)
 }
 
 pub fn qemu_io<S: AsRef<OsStr>>(args: &[S]) -> Out {
-    let mut c = Command::new(QEMU_IO);
+    let mut c = Command::new(qemu_io_bin());
     c.args(args);
     run_cmd(c, TIMEOUT)
 }

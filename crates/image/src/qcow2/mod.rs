@@ -115,6 +115,9 @@ pub(crate) struct Meta {
     write_started: bool,
     /// One decompressed cluster, keyed by its L2 entry's host offset.
     comp_cache: Option<(u64, Vec<u8>)>,
+    /// Bumped whenever compressed data may have been freed or rewritten, so a cluster
+    /// decompressed without the lock is only cached if nothing changed meanwhile.
+    comp_gen: u64,
 }
 
 /// Where a guest range of the active layer lives.
@@ -231,6 +234,11 @@ impl Meta {
 
     /// Reads the compressed cluster whose data starts at `offset` (cached: sequential readers
     /// ask for the same cluster in pieces).
+    fn drop_comp_cache(&mut self) {
+        self.comp_cache = None;
+        self.comp_gen += 1;
+    }
+
     fn compressed_cluster(&mut self, offset: u64, len: u64) -> Result<&[u8]> {
         if self.comp_cache.as_ref().is_none_or(|(o, _)| *o != offset) {
             let mut raw = vec![0u8; len as usize];
@@ -306,7 +314,7 @@ impl Meta {
                 self.rc_update(h >> self.g.cluster_bits, 1, -1)
             }
             Cluster::Compressed { offset, len } => {
-                self.comp_cache = None;
+                self.drop_comp_cache();
                 self.free_bytes(offset, len)
             }
             Cluster::Unallocated | Cluster::ZeroPlain => Ok(()),
@@ -438,6 +446,7 @@ impl Qcow2 {
             snapshots,
             write_started: false,
             comp_cache: None,
+            comp_gen: 0,
         };
         if writable {
             meta.scan_end()?;
@@ -539,7 +548,7 @@ impl Qcow2 {
             if let (Cluster::Normal(h), true) = (c, copied) {
                 m.check_owned(h)?;
                 fileio::write_full(&self.file, data, h + (off - cstart))?;
-                m.comp_cache = None;
+                m.drop_comp_cache();
                 return Ok(());
             }
             return self.copy_cluster(m, cstart, Some(((off - cstart) as usize, data)), c);
@@ -726,7 +735,7 @@ impl Qcow2 {
             }
             pos = cstart + g.cs;
         }
-        m.comp_cache = None;
+        m.drop_comp_cache();
         Ok(())
     }
 
@@ -902,9 +911,23 @@ impl BlockDriver for Qcow2 {
                     len,
                     guest,
                 } => {
-                    let c = m.compressed_cluster(co, len)?;
                     let s = (off - guest) as usize;
-                    dst.copy_from_slice(&c[s..s + dst.len()]);
+                    if let Some((_, c)) = m.comp_cache.as_ref().filter(|(o, _)| *o == co) {
+                        dst.copy_from_slice(&c[s..s + dst.len()]);
+                    } else {
+                        // Decompress without the lock so several readers use several cores.
+                        let gen = m.comp_gen;
+                        drop(m);
+                        let mut raw = vec![0u8; len as usize];
+                        fileio::read_full(&self.file, &mut raw, co)?;
+                        let mut c = vec![0u8; self.g.cs as usize];
+                        compress::decompress(self.g.compression, &raw, &mut c)?;
+                        dst.copy_from_slice(&c[s..s + dst.len()]);
+                        let mut m = self.lock();
+                        if m.comp_gen == gen {
+                            m.comp_cache = Some((co, c));
+                        }
+                    }
                 }
                 Map::Data(h) => {
                     drop(m);
@@ -1179,7 +1202,7 @@ impl BlockDriver for Qcow2 {
         m.file_len = m.file_len.max(host + c.len() as u64);
         let ne = g.comp.encode(host, c.len() as u64);
         m.set_l2(l2off, g.l2_index(offset), ne, 0)?;
-        m.comp_cache = None;
+        m.drop_comp_cache();
         m.release(old)
     }
 
@@ -1220,7 +1243,7 @@ impl Meta {
     pub(crate) fn invalidate_caches(&mut self) {
         self.l2.clear();
         self.rcb.clear();
-        self.comp_cache = None;
+        self.drop_comp_cache();
     }
     pub(crate) fn set_size_field(&mut self, size: u64) -> Result<()> {
         fileio::write_full(&self.f, &size.to_be_bytes(), header::OFF_SIZE)?;

@@ -497,6 +497,8 @@ fn rebuild_refcounts(m: &mut Meta, mut refs: Vec<u32>) -> Result<Vec<u64>> {
     let mut hb = [0u8; 12];
     hb[..8].copy_from_slice(&table_off.to_be_bytes());
     hb[8..].copy_from_slice(&(tcl as u32).to_be_bytes());
+    // Barrier: the new structure must be durable before the header points at it.
+    m.f.sync_data()?;
     fileio::write_full(&m.f, &hb, OFF_REFTABLE)?;
     m.hdr.refcount_table_offset = table_off;
     m.hdr.refcount_table_clusters = tcl as u32;

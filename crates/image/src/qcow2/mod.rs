@@ -832,6 +832,8 @@ impl Qcow2 {
         let mut hb = [0u8; 12];
         hb[..4].copy_from_slice(&(entries as u32).to_be_bytes());
         hb[4..].copy_from_slice(&new_off.to_be_bytes());
+        // Barrier: the new structure must be durable before the header points at it.
+        self.file.sync_data()?;
         fileio::write_full(&self.file, &hb, header::OFF_L1)?;
         let old_off = m.hdr.l1_table_offset;
         m.hdr.l1_table_offset = new_off;

@@ -401,6 +401,8 @@ impl Meta {
         let mut hb = [0u8; 12];
         hb[..8].copy_from_slice(&table_off.to_be_bytes());
         hb[8..].copy_from_slice(&(tcl as u32).to_be_bytes());
+        // Barrier: the new structure must be durable before the header points at it.
+        self.f.sync_data()?;
         fileio::write_full(&self.f, &hb, OFF_REFTABLE)?;
         let old_off = self.hdr.refcount_table_offset;
         let old_cl = self.hdr.refcount_table_clusters as u64;

@@ -285,6 +285,8 @@ fn write_table(m: &mut Meta, list: Vec<Snapshot>) -> Result<()> {
     let mut hb = [0u8; 12];
     hb[..4].copy_from_slice(&(list.len() as u32).to_be_bytes());
     hb[4..].copy_from_slice(&new_off.to_be_bytes());
+    // Barrier: the new structure must be durable before the header points at it.
+    m.f.sync_data()?;
     fileio::write_full(&m.f, &hb, OFF_SNAPSHOTS)?;
     m.hdr.nb_snapshots = list.len() as u32;
     m.hdr.snapshots_offset = new_off;

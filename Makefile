@@ -21,12 +21,14 @@ lint:
 	$(CARGO) clippy --release --all-targets --locked -- -D warnings
 
 unit:
-	$(CARGO) test --release --workspace --locked
+	scripts/unit.sh
 
 fuzz-smoke:
 	scripts/fuzz-smoke.sh
 
 test: deps lint unit fuzz-smoke
+	@echo "== make test: all stages passed"
+	@echo "tests: $$(cat .build/test-summary)"
 
 demo: release
 	VIRTKIT=$(BIN) scripts/demo.sh

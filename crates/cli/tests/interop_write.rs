@@ -97,6 +97,40 @@ fn raw_file(dir: &Path, name: &str, size: usize, seed: u64) -> PathBuf {
     p
 }
 
+/// virtkit converts `raw` to qcow2 with `opts`: the result must pass qemu-img check, compare
+/// identical to the source, and agree with what qemu-img's own convert produces.
+fn convert_like_qemu(dir: &Path, raw: &Path, opts: &str) {
+    let out = dir.join("vk-conv.qcow2");
+    vk(&[
+        "convert",
+        "-f",
+        "raw",
+        "-O",
+        "qcow2",
+        "-o",
+        opts,
+        s(raw),
+        s(&out),
+    ])
+    .assert_ok();
+    qemu_check_clean(&out);
+    qemu_compare_identical(raw, "raw", &out, "qcow2");
+    let qout = dir.join("qemu-conv.qcow2");
+    qemu_img(&[
+        "convert",
+        "-f",
+        "raw",
+        "-O",
+        "qcow2",
+        "-o",
+        opts,
+        s(raw),
+        s(&qout),
+    ])
+    .assert_ok();
+    verify_same_image(&out, &qout, "qcow2");
+}
+
 fn create_write_roundtrip(opts: &str, size: usize, seed: u64) {
     let d = tmp();
     let (vi, qi) = create_both(d.path(), "qcow2", Some(opts), &[], Some(&size.to_string()));
@@ -107,35 +141,7 @@ fn create_write_roundtrip(opts: &str, size: usize, seed: u64) {
     let raw2 = raw_file(d.path(), "src2.raw", size, seed + 1000);
     fill_with_vk(&vi, "qcow2", &raw2);
     // and the same options through convert (fresh target)
-    let out = d.path().join("conv.qcow2");
-    vk(&[
-        "convert",
-        "-f",
-        "raw",
-        "-O",
-        "qcow2",
-        "-o",
-        opts,
-        s(&raw),
-        s(&out),
-    ])
-    .assert_ok();
-    qemu_check_clean(&out);
-    qemu_compare_identical(&raw, "raw", &out, "qcow2");
-    let qout = d.path().join("qconv.qcow2");
-    qemu_img(&[
-        "convert",
-        "-f",
-        "raw",
-        "-O",
-        "qcow2",
-        "-o",
-        opts,
-        s(&raw),
-        s(&qout),
-    ])
-    .assert_ok();
-    verify_same_image(&out, &qout, "qcow2");
+    convert_like_qemu(d.path(), &raw, opts);
 }
 
 #[test]
@@ -358,35 +364,7 @@ fn convert_variants_raw_to_qcow2() {
     {
         let d = tmp();
         let raw = raw_file(d.path(), "src.raw", 4 * MIB, 80 + i as u64);
-        let out = d.path().join("out.qcow2");
-        vk(&[
-            "convert",
-            "-f",
-            "raw",
-            "-O",
-            "qcow2",
-            "-o",
-            opts,
-            s(&raw),
-            s(&out),
-        ])
-        .assert_ok();
-        qemu_check_clean(&out);
-        qemu_compare_identical(&raw, "raw", &out, "qcow2");
-        let qout = d.path().join("qout.qcow2");
-        qemu_img(&[
-            "convert",
-            "-f",
-            "raw",
-            "-O",
-            "qcow2",
-            "-o",
-            opts,
-            s(&raw),
-            s(&qout),
-        ])
-        .assert_ok();
-        verify_same_image(&out, &qout, "qcow2");
+        convert_like_qemu(d.path(), &raw, opts);
     }
 }
 

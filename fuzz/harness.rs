@@ -53,7 +53,7 @@ pub fn size_parse(data: &[u8]) {
 /// Read-only open of the input as qcow2, then info, snapshots, block status, sampled reads
 /// and check without repair.
 pub fn qcow2_image(data: &[u8]) {
-    let Some(img) = open_private(data, "ro", false) else {
+    let Some(img) = open_private(data, Format::Qcow2, "ro", false) else {
         return;
     };
     read_paths(&*img);
@@ -63,9 +63,27 @@ pub fn qcow2_image(data: &[u8]) {
 /// Writable open of a private copy, a few small writes on hostile metadata, a snapshot,
 /// then check with full repair and the read paths again.
 pub fn qcow2_write(data: &[u8]) {
-    let Some(img) = open_private(data, "rw", true) else {
+    let Some(img) = open_private(data, Format::Qcow2, "rw", true) else {
         return;
     };
+    write_paths(&*img);
+}
+
+/// Any other format (vmdk, vdi, vpc, vhdx, qed, parallels): the read paths on a read-only
+/// open, check without repair, then the write paths on a writable open of a private copy.
+pub fn format_image(fmt: Format, data: &[u8]) {
+    if let Some(img) = open_private(data, fmt, "ro", false) {
+        read_paths(&*img);
+        let _ = img.check(Repair::None);
+    }
+    if let Some(img) = open_private(data, fmt, "rw", true) {
+        write_paths(&*img);
+    }
+}
+
+/// Small writes (partial, whole-cluster, compressed), zeroes, a discard and a snapshot on
+/// hostile metadata, then check with full repair and the read paths again.
+fn write_paths(img: &dyn BlockDriver) {
     let size = img.virtual_size();
     let cs = img.cluster_size().unwrap_or(512).clamp(512, 2 << 20);
     let pattern: Vec<u8> = (0..cs + 1024).map(|i| (i % 251) as u8 + 1).collect();
@@ -89,7 +107,7 @@ pub fn qcow2_write(data: &[u8]) {
     let _ = img.snapshot_delete("fuzz");
     let _ = img.check(Repair::All);
     let _ = img.check(Repair::None);
-    read_paths(&*img);
+    read_paths(img);
 }
 
 /// info, snapshots, a bounded block-status walk and bounded sampled reads.
@@ -143,13 +161,19 @@ fn read_paths(img: &dyn BlockDriver) {
     }
 }
 
-/// Writes the input to this thread's private file, opens it as qcow2 without its backing
-/// chain, and unlinks it (the open image keeps the inode).
-fn open_private(data: &[u8], tag: &str, writable: bool) -> Option<Box<dyn BlockDriver>> {
+/// Writes the input to this thread's private file, opens it as `fmt` without its backing
+/// chain, and unlinks it (the open image keeps the inode). Extent files a descriptor names
+/// are looked up next to it in the private directory, where none exist.
+fn open_private(
+    data: &[u8],
+    fmt: Format,
+    tag: &str,
+    writable: bool,
+) -> Option<Box<dyn BlockDriver>> {
     let path = private_path(tag);
     std::fs::write(&path, data).expect("write the fuzz input to a private file");
     let opts = OpenOptions {
-        format: Some(Format::Qcow2),
+        format: Some(fmt),
         writable,
         no_backing: true,
         // Other options at their defaults (a dirty image is repaired on a writable open).
@@ -184,8 +208,5 @@ fn private_path(tag: &str) -> PathBuf {
     } else {
         std::env::temp_dir()
     };
-    dir.join(format!(
-        "virtkit-fuzz-{}-{t}-{tag}.qcow2",
-        std::process::id()
-    ))
+    dir.join(format!("virtkit-fuzz-{}-{t}-{tag}.img", std::process::id()))
 }

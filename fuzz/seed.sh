@@ -72,3 +72,11 @@ for s in 0 512 1G 64k 1.5M 2T 8E 1P 0.5k .5M 18446744073709551615 16E 1.K " 3 " 
   printf '%s' "$s" >"$corpus/size_parse/seed-$i"
   i=$((i + 1))
 done
+
+# Per-format seed scripts (fuzz/seeds/<format>.sh), each run in its own empty directory with
+# $corpus set; each fills $corpus/<format>_image/.
+for s in "$here"/seeds/*.sh; do
+  [ -e "$s" ] || continue
+  d=$(mktemp -d -p "$tmp")
+  (cd "$d" && corpus=$corpus bash "$s")
+done

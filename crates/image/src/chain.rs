@@ -23,16 +23,73 @@ pub struct OpenOptions {
     pub for_check: bool,
 }
 
-/// Format of a file from its first bytes (qcow2 magic or raw).
+/// How one layer is opened (what every format's `open` receives).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OpenCtx {
+    pub writable: bool,
+    /// Opened to be checked: leave metadata as found (no dirty-image repair, no log replay
+    /// that `check` should report first).
+    pub for_check: bool,
+}
+
+/// One opened layer and the backing file its metadata names (not yet opened).
+pub struct Opened {
+    pub image: Box<dyn BlockDriver>,
+    /// As stored in the image; relative names are resolved with [`resolve_backing`].
+    pub backing_file: Option<String>,
+    pub backing_format: Option<String>,
+}
+
+/// Format of a file from its first bytes (raw when no format claims them).
 pub fn probe(path: &Path) -> Result<Format> {
     let f = File::open(path)?;
-    let mut b = [0u8; 4];
-    crate::fileio::read_full(&f, &mut b, 0)?;
-    Ok(if u32::from_be_bytes(b) == crate::qcow2::header::MAGIC {
-        Format::Qcow2
-    } else {
-        Format::Raw
-    })
+    let len = crate::fileio::file_len(&f)?;
+    let mut b = [0u8; 512];
+    let n = len.min(512) as usize;
+    crate::fileio::read_full(&f, &mut b[..n], 0)?;
+    let head = &b[..n];
+    if n >= 4 && u32::from_be_bytes([b[0], b[1], b[2], b[3]]) == crate::qcow2::header::MAGIC {
+        return Ok(Format::Qcow2);
+    }
+    let probes: [(Format, fn(&[u8], &Path) -> bool); 6] = [
+        (Format::Vmdk, crate::vmdk::probe),
+        (Format::Vdi, crate::vdi::probe),
+        (Format::Vpc, crate::vpc::probe),
+        (Format::Vhdx, crate::vhdx::probe),
+        (Format::Qed, crate::qed::probe),
+        (Format::Parallels, crate::parallels::probe),
+    ];
+    Ok(probes
+        .iter()
+        .find(|(_, p)| p(head, path))
+        .map(|(f, _)| *f)
+        .unwrap_or(Format::Raw))
+}
+
+/// Opens one layer of `format` without its backing file.
+pub fn open_layer(path: &Path, format: Format, o: &OpenCtx) -> Result<Opened> {
+    let plain = |image: Box<dyn BlockDriver>| Opened {
+        image,
+        backing_file: None,
+        backing_format: None,
+    };
+    match format {
+        Format::Raw => Ok(plain(Box::new(Raw::open(path, o.writable)?))),
+        Format::Qcow2 => {
+            let q = Qcow2::open_with(path, o.writable, o.for_check)?;
+            Ok(Opened {
+                image: Box::new(q.image),
+                backing_file: q.backing_file,
+                backing_format: q.backing_format,
+            })
+        }
+        Format::Vmdk => crate::vmdk::open(path, o),
+        Format::Vdi => crate::vdi::open(path, o),
+        Format::Vpc => crate::vpc::open(path, o),
+        Format::Vhdx => crate::vhdx::open(path, o),
+        Format::Qed => crate::qed::open(path, o),
+        Format::Parallels => crate::parallels::open(path, o),
+    }
 }
 
 /// QEMU's path_combine: a relative backing name is relative to the image's directory.
@@ -74,28 +131,26 @@ fn open_inner(
         Some(f) => f,
         None => probe(path)?,
     };
-    match format {
-        Format::Raw => Ok(Box::new(Raw::open(path, writable)?)),
-        Format::Qcow2 => {
-            let opened = Qcow2::open_with(path, writable, depth == 0 && o.for_check)?;
-            let mut img = opened.image;
-            if let (Some(bf), false) = (opened.backing_file, o.no_backing) {
-                let bpath = resolve_backing(path, &bf);
-                let bfmt = match opened.backing_format.as_deref() {
-                    None | Some("") => None,
-                    Some(name) => Some(Format::from_name(name).ok_or_else(|| {
-                        Error::Unsupported(format!("Unknown backing file format '{name}'"))
-                    })?),
-                };
-                let b = open_inner(&bpath, o, bfmt, false, seen, depth + 1).map_err(|e| {
-                    Error::Backing {
-                        path: bpath.clone(),
-                        source: Box::new(e),
-                    }
-                })?;
-                img.set_backing(Some(b));
-            }
-            Ok(Box::new(img))
-        }
+    let ctx = OpenCtx {
+        writable,
+        for_check: depth == 0 && o.for_check,
+    };
+    let opened = open_layer(path, format, &ctx)?;
+    let mut img = opened.image;
+    if let (Some(bf), false) = (opened.backing_file, o.no_backing) {
+        let bpath = resolve_backing(path, &bf);
+        let bfmt = match opened.backing_format.as_deref() {
+            None | Some("") => None,
+            Some(name) => Some(Format::from_name(name).ok_or_else(|| {
+                Error::Unsupported(format!("Unknown backing file format '{name}'"))
+            })?),
+        };
+        let b =
+            open_inner(&bpath, o, bfmt, false, seen, depth + 1).map_err(|e| Error::Backing {
+                path: bpath.clone(),
+                source: Box::new(e),
+            })?;
+        img.set_backing(Some(b));
     }
+    Ok(img)
 }

@@ -27,22 +27,43 @@ pub(crate) fn check_writable(read_only: bool) -> Result<()> {
 pub enum Format {
     Raw,
     Qcow2,
+    Vmdk,
+    Vdi,
+    /// VHD (Virtual PC / Hyper-V gen 1); QEMU calls it vpc.
+    Vpc,
+    Vhdx,
+    Qed,
+    Parallels,
 }
 
 impl Format {
+    /// Every format, in the order qemu-img lists them.
+    pub const ALL: [Format; 8] = [
+        Format::Raw,
+        Format::Qcow2,
+        Format::Vmdk,
+        Format::Vdi,
+        Format::Vpc,
+        Format::Vhdx,
+        Format::Qed,
+        Format::Parallels,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Format::Raw => "raw",
             Format::Qcow2 => "qcow2",
+            Format::Vmdk => "vmdk",
+            Format::Vdi => "vdi",
+            Format::Vpc => "vpc",
+            Format::Vhdx => "vhdx",
+            Format::Qed => "qed",
+            Format::Parallels => "parallels",
         }
     }
 
     pub fn from_name(s: &str) -> Option<Format> {
-        match s {
-            "raw" => Some(Format::Raw),
-            "qcow2" => Some(Format::Qcow2),
-            _ => None,
-        }
+        Format::ALL.into_iter().find(|f| f.name() == s)
     }
 }
 
@@ -151,6 +172,8 @@ pub trait BlockDriver: Send + Sync {
     fn backing(&self) -> Option<&dyn BlockDriver> {
         None
     }
+    /// Attaches the opened backing image (only called for images that named one).
+    fn set_backing(&mut self, _backing: Option<Box<dyn BlockDriver>>) {}
 
     fn info(&self) -> Result<ImageInfo>;
 

@@ -3,14 +3,21 @@
 
 pub mod chain;
 pub mod convert;
+pub mod create;
 pub mod driver;
 pub mod error;
 pub mod fileio;
 pub mod info;
 pub mod map;
+pub mod parallels;
 pub mod qcow2;
+pub mod qed;
 pub mod raw;
 pub mod size;
+pub mod vdi;
+pub mod vhdx;
+pub mod vmdk;
+pub mod vpc;
 
 pub use chain::{open, OpenOptions};
 pub use driver::{Alloc, BlockDriver, CheckReport, Format, Preallocation, Repair, Status};

@@ -92,3 +92,45 @@ fn qcow2_write() {
 fn size_parse() {
     replay("size_parse", harness::size_parse);
 }
+
+#[test]
+fn vmdk_image() {
+    replay("vmdk_image", |d| {
+        harness::format_image(virtkit_image::Format::Vmdk, d)
+    });
+}
+
+#[test]
+fn vdi_image() {
+    replay("vdi_image", |d| {
+        harness::format_image(virtkit_image::Format::Vdi, d)
+    });
+}
+
+#[test]
+fn vpc_image() {
+    replay("vpc_image", |d| {
+        harness::format_image(virtkit_image::Format::Vpc, d)
+    });
+}
+
+#[test]
+fn vhdx_image() {
+    replay("vhdx_image", |d| {
+        harness::format_image(virtkit_image::Format::Vhdx, d)
+    });
+}
+
+#[test]
+fn qed_image() {
+    replay("qed_image", |d| {
+        harness::format_image(virtkit_image::Format::Qed, d)
+    });
+}
+
+#[test]
+fn parallels_image() {
+    replay("parallels_image", |d| {
+        harness::format_image(virtkit_image::Format::Parallels, d)
+    });
+}

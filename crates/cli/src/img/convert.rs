@@ -1,6 +1,5 @@
 //! qemu-img convert
 
-use super::create::{create_image, plan};
 use super::{
     has_flag, has_long, opt_last, opt_values, parse_format, parse_o, wants_help, Ctx, Fail, R,
 };
@@ -43,7 +42,7 @@ pub fn run(ctx: &Ctx, args: &[String]) -> R {
     let backing_fmt = opt_last(&a, 'F');
     let olist = opt_values(&a, 'o');
     if olist.iter().any(|o| o == "help" || o == "?") {
-        print!("{}", super::create::option_help(out_fmt));
+        print!("{}", virtkit_image::create::option_help(out_fmt));
         return Ok(0);
     }
     if opt_last(&a, 'l').is_some() {
@@ -107,9 +106,10 @@ pub fn run(ctx: &Ctx, args: &[String]) -> R {
         opts.retain(|(k, _)| k != "size");
         opts.push(("size".into(), total.to_string()));
         if let Some(b) = &backing {
-            if out_fmt == Format::Raw {
+            if !virtkit_image::create::supports_backing(out_fmt) {
                 return Err(Fail::new(format!(
-                    "{out}: Backing file not supported for file format 'raw'"
+                    "{out}: Backing file not supported for file format '{}'",
+                    out_fmt.name()
                 )));
             }
             opts.push(("backing_file".into(), b.clone()));
@@ -130,8 +130,10 @@ pub fn run(ctx: &Ctx, args: &[String]) -> R {
             };
             opts.push(("backing_fmt".into(), bf));
         }
-        let p = plan(out_fmt, &opts).map_err(|e| Fail::new(format!("{out}: {}", e.msg)))?;
-        create_image(out, &p).map_err(|e| Fail::new(format!("{out}: {}", super::emsg(&e))))?;
+        let p = virtkit_image::create::plan(out_fmt, &opts)
+            .map_err(|e| Fail::new(format!("{out}: {}", super::emsg(&e))))?;
+        p.create(Path::new(out))
+            .map_err(|e| Fail::new(format!("{out}: {}", super::emsg(&e))))?;
         super::open_image(ctx, out, Some(out_fmt), true)?
     };
     let o = ConvertOptions {

@@ -1,11 +1,19 @@
 //! `virtkit img` and the `qemu-img` personality: qemu-img's command line, output and exit codes.
 
+mod amend;
+mod bench;
+mod bitmap;
 mod check;
+mod commit;
 mod compare;
 mod convert;
 mod create;
+mod dd;
 mod info;
 mod map;
+mod measure;
+mod ova;
+mod rebase;
 mod resize;
 mod snapshot;
 
@@ -82,7 +90,7 @@ Command syntax:
   resize [-f fmt] [--preallocation=prealloc] [-q] [--shrink] filename [+ | -]size
   snapshot [-U] [-q] [-l | -a snapshot | -c snapshot | -d snapshot] filename
 
-Supported formats: raw qcow2
+Supported formats: raw qcow2 vmdk vdi vpc vhdx qed parallels
 ";
 
 pub fn main(prog: &'static str, args: &[String]) -> i32 {
@@ -120,6 +128,15 @@ pub fn main(prog: &'static str, args: &[String]) -> i32 {
         "snapshot" => run("snapshot", snapshot::run),
         "compare" => run("compare", compare::run),
         "map" => run("map", map::run),
+        "amend" => run("amend", amend::run),
+        "bench" => run("bench", bench::run),
+        "bitmap" => run("bitmap", bitmap::run),
+        "commit" => run("commit", commit::run),
+        "dd" => run("dd", dd::run),
+        "measure" => run("measure", measure::run),
+        "rebase" => run("rebase", rebase::run),
+        "ova-import" => run("ova-import", ova::import),
+        "ova-export" => run("ova-export", ova::export),
         "-h" | "--help" | "help" => {
             print!("{HELP}");
             0
@@ -130,10 +147,6 @@ pub fn main(prog: &'static str, args: &[String]) -> i32 {
                 env!("CARGO_PKG_VERSION")
             );
             0
-        }
-        "amend" | "bench" | "bitmap" | "commit" | "dd" | "measure" | "rebase" => {
-            eprintln!("{prog}: Command '{cmd}' is not implemented yet in virtkit");
-            1
         }
         c if c.starts_with('-') => {
             eprintln!(
@@ -271,14 +284,6 @@ pub fn parse_o(list: &[String]) -> R<Vec<(String, String)>> {
         }
     }
     Ok(out)
-}
-
-pub fn parse_bool(k: &str, v: &str) -> R<bool> {
-    match v {
-        "on" | "yes" | "true" => Ok(true),
-        "off" | "no" | "false" => Ok(false),
-        _ => Err(Fail::new(format!("Parameter '{k}' expects 'on' or 'off'"))),
-    }
 }
 
 /// Collects `-o` values and -f style single options from parsed options.

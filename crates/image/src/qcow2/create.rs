@@ -2,8 +2,12 @@
 
 use super::header::{self, Compression, Header};
 use super::Qcow2;
+use crate::create::{
+    parse_bool_opt, parse_prealloc_opt, parse_size_opt, unknown_opt, CreatePlan, Opts,
+};
+use crate::driver::Format;
 use crate::driver::Preallocation;
-use crate::error::{invalid, Result};
+use crate::error::{invalid, Error, Result};
 use crate::fileio;
 use std::fs::OpenOptions;
 use std::path::Path;
@@ -158,4 +162,151 @@ pub fn create(path: &Path, o: &CreateOptions) -> Result<()> {
     q.size.store(size, std::sync::atomic::Ordering::Relaxed);
     q.preallocate(0, size, o.preallocation)?;
     Ok(())
+}
+
+pub const OPTION_HELP: &str = "\
+Supported options:
+  backing_file=<str>     - File name of a base image
+  backing_fmt=<str>      - Image format of the base image
+  cluster_size=<size>    - qcow2 cluster size
+  compat=<str>           - Compatibility level (v2 [0.10] or v3 [1.1])
+  compression_type=<str> - Compression method used for image cluster compression
+  extended_l2=<bool (on/off)> - Extended L2 tables
+  lazy_refcounts=<bool (on/off)> - Postpone refcount updates
+  preallocation=<str>    - Preallocation mode (allowed values: off, metadata, falloc, full)
+  refcount_bits=<num>    - Width of a reference count entry in bits
+  size=<size>            - Virtual disk size
+";
+
+/// `qemu-img create -f qcow2` options, parsed.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    pub o: CreateOptions,
+    pub prealloc_given: bool,
+    /// compat= as the user spelled it (the Formatting line echoes it).
+    pub compat_given: Option<String>,
+    pub size_given: bool,
+}
+
+impl Plan {
+    pub fn parse(opts: &Opts) -> Result<Plan> {
+        let mut p = Plan::default();
+        for (k, v) in opts {
+            let k = k.as_str();
+            match k {
+                "size" => {
+                    p.o.size = parse_size_opt(v)?;
+                    p.size_given = true;
+                }
+                "preallocation" => {
+                    p.o.preallocation = parse_prealloc_opt(
+                        v,
+                        &[
+                            Preallocation::Off,
+                            Preallocation::Metadata,
+                            Preallocation::Falloc,
+                            Preallocation::Full,
+                        ],
+                    )?;
+                    p.prealloc_given = true;
+                }
+                "compat" => {
+                    p.o.v3 = match v.as_str() {
+                        "0.10" | "v2" => false,
+                        "1.1" | "v3" => true,
+                        _ => {
+                            return invalid(format!(
+                                "Parameter 'version' does not accept value '{v}'"
+                            ))
+                        }
+                    };
+                    p.compat_given = Some(v.clone());
+                }
+                "backing_file" => p.o.backing_file = Some(v.clone()),
+                "backing_fmt" => p.o.backing_format = Some(v.clone()),
+                "cluster_size" => {
+                    p.o.cluster_size = crate::size::parse(v).map_err(|_| {
+                        Error::Invalid(
+                            "Cluster size must be a power of two between 512 and 2048k".into(),
+                        )
+                    })?
+                }
+                "lazy_refcounts" => p.o.lazy_refcounts = parse_bool_opt(k, v)?,
+                "extended_l2" => p.o.extended_l2 = parse_bool_opt(k, v)?,
+                "refcount_bits" => {
+                    p.o.refcount_bits = v.parse().map_err(|_| {
+                        Error::Invalid(
+                            "Refcount width must be a power of two and may not exceed 64 bits"
+                                .into(),
+                        )
+                    })?
+                }
+                "compression_type" => {
+                    p.o.compression = match v.as_str() {
+                        "zlib" => Compression::Zlib,
+                        "zstd" => Compression::Zstd,
+                        _ => {
+                            return invalid(format!(
+                                "Parameter 'compression-type' does not accept value '{v}'"
+                            ))
+                        }
+                    }
+                }
+                "encryption" | "encrypt.format" if v == "off" => {}
+                _ => return unknown_opt(k),
+            }
+        }
+        Ok(p)
+    }
+}
+
+impl CreatePlan for Plan {
+    fn format(&self) -> Format {
+        Format::Qcow2
+    }
+    fn size(&self) -> Option<u64> {
+        self.size_given.then_some(self.o.size)
+    }
+    fn set_size(&mut self, size: u64) {
+        self.o.size = size;
+        self.size_given = true;
+    }
+    fn backing(&self) -> Option<(String, Option<String>)> {
+        self.o
+            .backing_file
+            .clone()
+            .map(|b| (b, self.o.backing_format.clone()))
+    }
+    /// Exactly as qemu-img 10 prints it.
+    fn formatting_line(&self, file: &str) -> String {
+        let q = &self.o;
+        let onoff = |b: bool| if b { "on" } else { "off" };
+        let mut s = format!(
+            "Formatting '{file}', fmt=qcow2 cluster_size={} extended_l2={}",
+            q.cluster_size,
+            onoff(q.extended_l2)
+        );
+        if self.prealloc_given {
+            s += &format!(" preallocation={}", q.preallocation.name());
+        }
+        s += &format!(" compression_type={} size={}", q.compression.name(), q.size);
+        if let Some(c) = &self.compat_given {
+            s += &format!(" compat={c}");
+        }
+        if let Some(b) = &q.backing_file {
+            s += &format!(" backing_file={b}");
+        }
+        if let Some(b) = &q.backing_format {
+            s += &format!(" backing_fmt={b}");
+        }
+        s += &format!(
+            " lazy_refcounts={} refcount_bits={}",
+            onoff(q.lazy_refcounts),
+            q.refcount_bits
+        );
+        s
+    }
+    fn create(&self, path: &Path) -> Result<()> {
+        create(path, &self.o)
+    }
 }

@@ -477,10 +477,6 @@ impl Qcow2 {
         })
     }
 
-    pub fn set_backing(&mut self, b: Option<Box<dyn BlockDriver>>) {
-        self.backing = b;
-    }
-
     pub(crate) fn lock(&self) -> MutexGuard<'_, Meta> {
         self.m.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -893,6 +889,9 @@ impl BlockDriver for Qcow2 {
     }
     fn backing(&self) -> Option<&dyn BlockDriver> {
         self.backing.as_deref()
+    }
+    fn set_backing(&mut self, b: Option<Box<dyn BlockDriver>>) {
+        self.backing = b;
     }
     fn has_zero_init(&self) -> bool {
         // A fresh qcow2 reads zero only without a backing file.

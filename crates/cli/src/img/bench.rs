@@ -1,0 +1,9 @@
+//! qemu-img bench
+
+use super::{Ctx, Fail, R};
+
+pub fn run(_ctx: &Ctx, _args: &[String]) -> R {
+    Err(Fail::new(
+        "Command 'bench' is not implemented yet in virtkit",
+    ))
+}

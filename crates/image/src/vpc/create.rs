@@ -1,0 +1,12 @@
+//! Creating vpc images with qemu-img's options.
+
+use crate::create::{CreatePlan, Opts};
+use crate::error::{Error, Result};
+
+pub const OPTION_HELP: &str = "";
+
+pub fn plan(_opts: &Opts) -> Result<Box<dyn CreatePlan>> {
+    Err(Error::Unsupported(
+        "Creating 'vpc' images is not supported yet".into(),
+    ))
+}

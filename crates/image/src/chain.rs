@@ -40,6 +40,9 @@ pub struct Opened {
     pub backing_format: Option<String>,
 }
 
+/// A format's test of a file's first bytes.
+type Probe = fn(&[u8], &Path) -> bool;
+
 /// Format of a file from its first bytes (raw when no format claims them).
 pub fn probe(path: &Path) -> Result<Format> {
     let f = File::open(path)?;
@@ -51,7 +54,7 @@ pub fn probe(path: &Path) -> Result<Format> {
     if n >= 4 && u32::from_be_bytes([b[0], b[1], b[2], b[3]]) == crate::qcow2::header::MAGIC {
         return Ok(Format::Qcow2);
     }
-    let probes: [(Format, fn(&[u8], &Path) -> bool); 6] = [
+    let probes: [(Format, Probe); 6] = [
         (Format::Vmdk, crate::vmdk::probe),
         (Format::Vdi, crate::vdi::probe),
         (Format::Vpc, crate::vpc::probe),

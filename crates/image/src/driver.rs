@@ -175,6 +175,12 @@ pub trait BlockDriver: Send + Sync {
     /// Attaches the opened backing image (only called for images that named one).
     fn set_backing(&mut self, _backing: Option<Box<dyn BlockDriver>>) {}
 
+    /// Rewrites the backing file name and format stored in the image (rebase -u, commit,
+    /// amend); `None` removes the backing file. The open backing image is not changed.
+    fn change_backing_file(&self, _file: Option<&str>, _fmt: Option<&str>) -> Result<()> {
+        Err(Error::Unsupported("Operation not supported".into()))
+    }
+
     fn info(&self) -> Result<ImageInfo>;
 
     /// Compresses one cluster for this image (None: store it uncompressed). Thread-safe and

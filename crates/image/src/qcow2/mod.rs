@@ -893,6 +893,14 @@ impl BlockDriver for Qcow2 {
     fn set_backing(&mut self, b: Option<Box<dyn BlockDriver>>) {
         self.backing = b;
     }
+    fn change_backing_file(&self, file: Option<&str>, fmt: Option<&str>) -> Result<()> {
+        let mut h = self.header();
+        h.backing_file = file.map(str::to_string);
+        h.backing_format = file.and(fmt).map(str::to_string);
+        // Serialized first: a name that does not fit in the header cluster fails before
+        // anything is written.
+        self.rewrite_header(&h)
+    }
     fn has_zero_init(&self) -> bool {
         // A fresh qcow2 reads zero only without a backing file.
         self.backing.is_none()

@@ -16,6 +16,57 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use virtkit_image::{BlockDriver, Format, OpenOptions, Repair};
 
+/// `virtkit_ovf::descriptor::parse` and `manifest::parse` on the input as text; what parses
+/// is written back out (descriptor) and must parse again.
+pub fn ovf_descriptor(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let _ = virtkit_ovf::manifest::parse(text);
+    if let Ok(env) = virtkit_ovf::descriptor::parse(text) {
+        let spec = virtkit_ovf::descriptor::ExportSpec {
+            name: env
+                .systems
+                .first()
+                .and_then(|s| s.name.clone())
+                .unwrap_or_default(),
+            cpus: 1,
+            memory_mib: 1,
+            disks: env
+                .disks
+                .iter()
+                .map(|d| virtkit_ovf::descriptor::ExportDisk {
+                    href: "d.vmdk".into(),
+                    file_size: 0,
+                    capacity: d.capacity,
+                    populated_size: d.populated_size,
+                })
+                .collect(),
+        };
+        let back = virtkit_ovf::descriptor::write(&spec);
+        virtkit_ovf::descriptor::parse(&back).expect("our own descriptor parses");
+    }
+}
+
+/// The input as an OVA file: index it, read the small files it holds, parse what looks like
+/// a descriptor or a manifest. Import itself (extraction, conversion) is not run: it writes.
+pub fn ova_package(data: &[u8]) {
+    let path = private_path("ova");
+    std::fs::write(&path, data).expect("write the fuzz input to a private file");
+    let _unlink = Unlink(path.clone());
+    let Ok(pkg) = virtkit_ovf::archive::Package::open(&path) else {
+        return;
+    };
+    for e in &pkg.entries {
+        if let Ok(b) = pkg.read_small(e, 1 << 20) {
+            if let Ok(t) = std::str::from_utf8(&b) {
+                let _ = virtkit_ovf::manifest::parse(t);
+                let _ = virtkit_ovf::descriptor::parse(t);
+            }
+        }
+    }
+}
+
 /// Reads sampled across the virtual size per input.
 const MAX_READS: u64 = 64;
 /// Block-status steps of the walk from offset 0.

@@ -134,3 +134,13 @@ fn parallels_image() {
         harness::format_image(virtkit_image::Format::Parallels, d)
     });
 }
+
+#[test]
+fn ovf_descriptor() {
+    replay("ovf_descriptor", harness::ovf_descriptor);
+}
+
+#[test]
+fn ova_package() {
+    replay("ova_package", harness::ova_package);
+}

@@ -219,6 +219,11 @@ pub trait BlockDriver: Send + Sync {
         ))
     }
 
+    /// The concrete driver, for format-specific operations (qcow2 amend and bitmaps).
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
+    }
+
     fn snapshots(&self) -> Result<Vec<SnapshotInfo>> {
         Ok(Vec::new())
     }

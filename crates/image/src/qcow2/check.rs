@@ -204,8 +204,9 @@ fn walk(m: &mut Meta, nclusters: usize) -> Result<(Refs, CheckReport)> {
         let off = w.m.hdr.snapshots_offset;
         w.refs.inc(&mut w.r, g.cluster_bits, off, len);
     }
-    let hdr = w.m.hdr.clone();
-    if let Ok(Some(dir)) = bitmap::directory(&w.m.f, &hdr) {
+    // Bitmaps, in use or not (QEMU's qcow2_check_bitmaps_refcounts): the directory, each
+    // table and each data cluster; an invalid table entry is a corruption.
+    if let Some(dir) = w.m.bm.dir.clone() {
         w.refs.inc(&mut w.r, g.cluster_bits, dir.offset, dir.size);
         for b in &dir.bitmaps {
             w.refs.inc(
@@ -214,8 +215,12 @@ fn walk(m: &mut Meta, nclusters: usize) -> Result<(Refs, CheckReport)> {
                 b.table_offset,
                 b.table_size as u64 * 8,
             );
-            for c in bitmap::table_clusters(&w.m.f, b)? {
-                w.refs.inc(&mut w.r, g.cluster_bits, c, g.cs);
+            for e in bitmap::table_entries(&w.m.f, b)? {
+                match bitmap::entry_ok_for_check(e, g.cs) {
+                    None => w.r.corruptions += 1,
+                    Some(0) => {}
+                    Some(off) => w.refs.inc(&mut w.r, g.cluster_bits, off, g.cs),
+                }
             }
         }
     }

@@ -320,6 +320,19 @@ impl Header {
             .map(|e| e.data.as_slice())
     }
 
+    /// Replaces (or with `None` removes) the extension of `kind`.
+    pub fn set_extension(&mut self, kind: u32, data: Option<Vec<u8>>) {
+        let at = self.extensions.iter().position(|e| e.kind == kind);
+        match (at, data) {
+            (Some(i), Some(d)) => self.extensions[i].data = d,
+            (Some(i), None) => {
+                self.extensions.remove(i);
+            }
+            (None, Some(d)) => self.extensions.push(Extension { kind, data: d }),
+            (None, None) => {}
+        }
+    }
+
     /// Serializes the header, its extensions and the backing file name into one cluster.
     /// Fails when they do not fit.
     pub fn serialize(&self) -> Result<Vec<u8>> {
@@ -355,15 +368,22 @@ impl Header {
                 Compression::Zstd => 1,
             };
         }
+        // QEMU's order: backing format, feature table (v3), bitmaps, then unknown extensions
+        // as found. The feature table is QEMU's own, rewritten whole as QEMU does.
+        if let Some(f) = &self.backing_format {
+            push_ext(&mut b, EXT_BACKING_FORMAT, f.as_bytes());
+        }
+        if self.version >= 3 {
+            push_ext(&mut b, EXT_FEATURE_TABLE, &feature_table());
+        }
+        if let Some(bm) = self.bitmaps_ext() {
+            push_ext(&mut b, EXT_BITMAPS, bm);
+        }
         for e in &self.extensions {
-            if e.kind == EXT_BACKING_FORMAT {
-                continue; // rewritten from backing_format below
+            if matches!(e.kind, EXT_BACKING_FORMAT | EXT_FEATURE_TABLE | EXT_BITMAPS) {
+                continue;
             }
             push_ext(&mut b, e.kind, &e.data);
-        }
-        if let Some(f) = &self.backing_format {
-            // QEMU writes the backing format first; order does not matter to readers.
-            push_ext(&mut b, EXT_BACKING_FORMAT, f.as_bytes());
         }
         push_ext(&mut b, EXT_END, &[]);
         if let Some(bf) = &self.backing_file {

@@ -7,6 +7,7 @@
 //! order refcount -> data -> L2 entry -> L1 entry, and references are dropped before refcounts
 //! are decremented. A kill at any instant leaves at worst clusters whose refcount is too high.
 
+pub mod amend;
 pub mod bitmap;
 mod cache;
 pub mod check;
@@ -27,7 +28,7 @@ use crate::fileio;
 use crate::info::{ImageInfo, Qcow2Info, SnapshotInfo};
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Host offsets are 56 bits in L2 entries; stay well inside.
@@ -113,6 +114,8 @@ pub(crate) struct Meta {
     pub snapshots: Vec<Snapshot>,
     /// Guest writes began: autoclear bits we do not maintain were cleared.
     write_started: bool,
+    /// Persistent dirty bitmaps: the directory, and the tracking of guest writes.
+    pub(crate) bm: bitmap::State,
     /// One decompressed cluster, keyed by its L2 entry's host offset.
     comp_cache: Option<(u64, Vec<u8>)>,
     /// Bumped whenever compressed data may have been freed or rewritten, so a cluster
@@ -361,22 +364,37 @@ impl Meta {
         Ok(host)
     }
 
-    /// Clears autoclear bits before the first guest write: we do not keep bitmaps in sync,
-    /// so QEMU must learn they are stale (their data stays in the file untouched).
+    /// Before the first guest write: autoclear bits we do not maintain are cleared (and a
+    /// bitmaps extension nothing vouches for is dropped), as QEMU does on a writable open; and
+    /// the enabled bitmaps are marked in use before the data they describe changes.
     fn begin_write(&mut self) -> Result<()> {
-        if self.write_started {
-            return Ok(());
+        if !self.write_started {
+            if self.hdr.incompatible_features & header::INCOMPAT_CORRUPT != 0 {
+                return Err(Error::ReadOnly(
+                    "Image is corrupt; cannot be opened read/write".into(),
+                ));
+            }
+            let keep = if self.bm.dir.is_some() {
+                header::AUTOCLEAR_BITMAPS
+            } else {
+                0
+            };
+            if bitmap::stale_ext(&self.hdr) {
+                let mut h = self.hdr.clone();
+                h.set_extension(header::EXT_BITMAPS, None);
+                h.autoclear_features &= keep;
+                fileio::write_full(&self.f, &h.serialize()?, 0)?;
+                self.hdr = h;
+            } else if self.hdr.autoclear_features & !keep != 0 {
+                self.hdr.autoclear_features &= keep;
+                let v = self.hdr.autoclear_features;
+                fileio::write_full(&self.f, &v.to_be_bytes(), header::OFF_AUTOCLEAR)?;
+            }
+            self.write_started = true;
         }
-        if self.hdr.incompatible_features & header::INCOMPAT_CORRUPT != 0 {
-            return Err(Error::ReadOnly(
-                "Image is corrupt; cannot be opened read/write".into(),
-            ));
+        if self.bm.armed() {
+            self.bitmaps_mark(false)?;
         }
-        if self.hdr.autoclear_features != 0 {
-            self.hdr.autoclear_features = 0;
-            fileio::write_full(&self.f, &0u64.to_be_bytes(), header::OFF_AUTOCLEAR)?;
-        }
-        self.write_started = true;
         Ok(())
     }
 }
@@ -388,6 +406,8 @@ pub struct Qcow2 {
     backing: Option<Box<dyn BlockDriver>>,
     size: AtomicU64,
     read_only: bool,
+    /// The compression type, read without the lock (amend may change it).
+    zstd: AtomicBool,
     m: Mutex<Meta>,
 }
 
@@ -425,6 +445,7 @@ impl Qcow2 {
             hdr.refcount_table_clusters as u64 * g.cs / 8,
         )?;
         let snapshots = snapshot::read_table(&file, &hdr, g.cs, file_len)?;
+        let bitmaps = bitmap::load_directory(&file, &hdr, file_len, hdr.size)?;
         let tables = |bytes: u64| (bytes / g.cs).max(4) as usize;
         let backing_file = hdr.backing_file.clone();
         let backing_format = hdr.backing_format.clone();
@@ -445,6 +466,7 @@ impl Qcow2 {
             file_len,
             snapshots,
             write_started: false,
+            bm: bitmap::State::new(bitmaps),
             comp_cache: None,
             comp_gen: 0,
         };
@@ -458,6 +480,7 @@ impl Qcow2 {
             backing: None,
             size: AtomicU64::new(size),
             read_only: !writable,
+            zstd: AtomicBool::new(g.compression == Compression::Zstd),
             m: Mutex::new(meta),
         };
         if writable
@@ -483,6 +506,18 @@ impl Qcow2 {
 
     pub(crate) fn geometry(&self) -> Geometry {
         self.g
+    }
+
+    fn compression(&self) -> Compression {
+        if self.zstd.load(Ordering::Relaxed) {
+            Compression::Zstd
+        } else {
+            Compression::Zlib
+        }
+    }
+
+    pub(crate) fn set_compression(&self, c: Compression) {
+        self.zstd.store(c == Compression::Zstd, Ordering::Relaxed);
     }
 
     fn check_range(&self, offset: u64, len: u64) -> Result<()> {
@@ -700,7 +735,7 @@ impl Qcow2 {
                 continue;
             }
             let has_backing = self.backing.is_some();
-            if g.version < 3 {
+            if m.g.version < 3 {
                 // No zero flag: drop the cluster (reads zero without a backing file).
                 if !matches!(c, Cluster::Unallocated) {
                     let l2off = m.l2_for_write(pos)?;
@@ -841,6 +876,61 @@ impl Qcow2 {
         Ok(())
     }
 
+    /// write_zeroes; `note`: whether the range counts as a guest write for the bitmaps
+    /// (not when a resize zeroes the area it adds).
+    fn zero_range(&self, offset: u64, len: u64, may_unmap: bool, note: bool) -> Result<()> {
+        self.check_writable()?;
+        self.check_range(offset, len)?;
+        let g = self.g;
+        let mut m = self.lock();
+        m.begin_write()?;
+        if note {
+            m.bitmaps_note(offset, len);
+        }
+        let end = offset + len;
+        let gran = g.sc_size;
+        let a = offset.div_ceil(gran) * gran;
+        let b = (end / gran * gran).max(a);
+        // Clusters that may be left zero without a write: v2 only without a backing file.
+        let flag_ok = m.g.version >= 3 || self.backing.is_none();
+        let zero = vec![0u8; gran as usize];
+        let write_real = |m: &mut Meta, s: u64, e: u64| -> Result<()> {
+            let mut p = s;
+            while p < e {
+                let n = (e - p).min(gran - p % gran);
+                self.write_piece(m, &zero[..n as usize], p)?;
+                p += n;
+            }
+            Ok(())
+        };
+        if !flag_ok || a >= b {
+            return write_real(&mut m, offset, end);
+        }
+        write_real(&mut m, offset, a)?;
+        // Aligned middle: whole clusters (subclusters) set to zero; a partial final cluster
+        // of the image counts as whole.
+        let b_eff = if end == self.virtual_size() {
+            end.div_ceil(gran) * gran
+        } else {
+            b
+        };
+        let mut p = a;
+        while p < b_eff {
+            let cend = ((p / g.cs) + 1) * g.cs;
+            let n = b_eff.min(cend) - p;
+            if g.extended || n == g.cs || (p.is_multiple_of(g.cs) && p + n >= self.virtual_size()) {
+                self.zero_clusters(&mut m, p, n, may_unmap)?;
+            } else {
+                write_real(&mut m, p, (p + n).min(end))?;
+            }
+            p += n;
+        }
+        if b_eff < end {
+            write_real(&mut m, b_eff, end)?;
+        }
+        Ok(())
+    }
+
     pub fn header(&self) -> Header {
         self.lock().hdr.clone()
     }
@@ -868,9 +958,22 @@ fn read_table(f: &File, off: u64, n: u64) -> Result<Vec<u64>> {
         .collect())
 }
 
+impl Drop for Qcow2 {
+    /// Closing stores the tracked bitmaps back (QEMU does it when it closes the image); an
+    /// error leaves them marked in use, which is what readers must then see.
+    fn drop(&mut self) {
+        if !self.read_only {
+            let _ = self.lock().bitmaps_store();
+        }
+    }
+}
+
 impl BlockDriver for Qcow2 {
     fn format(&self) -> Format {
         Format::Qcow2
+    }
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
     }
     fn filename(&self) -> &Path {
         &self.path
@@ -930,7 +1033,7 @@ impl BlockDriver for Qcow2 {
                         let mut raw = vec![0u8; len as usize];
                         fileio::read_full(&self.file, &mut raw, co)?;
                         let mut c = vec![0u8; self.g.cs as usize];
-                        compress::decompress(self.g.compression, &raw, &mut c)?;
+                        compress::decompress(self.compression(), &raw, &mut c)?;
                         dst.copy_from_slice(&c[s..s + dst.len()]);
                         let mut m = self.lock();
                         if m.comp_gen == gen {
@@ -959,6 +1062,7 @@ impl BlockDriver for Qcow2 {
         let g = self.g;
         let mut m = self.lock();
         m.begin_write()?;
+        m.bitmaps_note(offset, buf.len() as u64);
         let mut pos = 0usize;
         while pos < buf.len() {
             let off = offset + pos as u64;
@@ -980,61 +1084,19 @@ impl BlockDriver for Qcow2 {
     }
 
     fn write_zeroes(&self, offset: u64, len: u64, may_unmap: bool) -> Result<()> {
-        self.check_writable()?;
-        self.check_range(offset, len)?;
-        let g = self.g;
-        let mut m = self.lock();
-        m.begin_write()?;
-        let end = offset + len;
-        let gran = g.sc_size;
-        let a = offset.div_ceil(gran) * gran;
-        let b = (end / gran * gran).max(a);
-        // Clusters that may be left zero without a write: v2 only without a backing file.
-        let flag_ok = g.version >= 3 || self.backing.is_none();
-        let zero = vec![0u8; gran as usize];
-        let write_real = |m: &mut Meta, s: u64, e: u64| -> Result<()> {
-            let mut p = s;
-            while p < e {
-                let n = (e - p).min(gran - p % gran);
-                self.write_piece(m, &zero[..n as usize], p)?;
-                p += n;
-            }
-            Ok(())
-        };
-        if !flag_ok || a >= b {
-            return write_real(&mut m, offset, end);
-        }
-        write_real(&mut m, offset, a)?;
-        // Aligned middle: whole clusters (subclusters) set to zero; a partial final cluster
-        // of the image counts as whole.
-        let b_eff = if end == self.virtual_size() {
-            end.div_ceil(gran) * gran
-        } else {
-            b
-        };
-        let mut p = a;
-        while p < b_eff {
-            let cend = ((p / g.cs) + 1) * g.cs;
-            let n = b_eff.min(cend) - p;
-            if g.extended || n == g.cs || (p.is_multiple_of(g.cs) && p + n >= self.virtual_size()) {
-                self.zero_clusters(&mut m, p, n, may_unmap)?;
-            } else {
-                write_real(&mut m, p, (p + n).min(end))?;
-            }
-            p += n;
-        }
-        if b_eff < end {
-            write_real(&mut m, b_eff, end)?;
-        }
-        Ok(())
+        self.zero_range(offset, len, may_unmap, true)
     }
 
     fn discard(&self, offset: u64, len: u64) -> Result<()> {
         self.check_writable()?;
         self.check_range(offset, len)?;
         let g = self.g;
+        let mut m = self.lock();
+        // The whole request counts as written for the bitmaps, even where nothing is dropped.
+        m.begin_write()?;
+        m.bitmaps_note(offset, len);
         // Only whole clusters can be dropped; v2 with a backing file cannot express it.
-        if g.version < 3 && self.backing.is_some() {
+        if m.g.version < 3 && self.backing.is_some() {
             return Ok(());
         }
         let a = offset.div_ceil(g.cs) * g.cs;
@@ -1047,13 +1109,12 @@ impl BlockDriver for Qcow2 {
         if a >= b {
             return Ok(());
         }
-        let mut m = self.lock();
-        m.begin_write()?;
         self.zero_clusters(&mut m, a, b - a, true)
     }
 
     fn flush(&self) -> Result<()> {
         if !self.read_only {
+            self.lock().bitmaps_store()?;
             self.file.sync_data()?;
         }
         Ok(())
@@ -1086,11 +1147,8 @@ impl BlockDriver for Qcow2 {
         }
         {
             let m = self.lock();
-            if !m.snapshots.is_empty() && g.version < 3 {
+            if !m.snapshots.is_empty() && m.g.version < 3 {
                 return invalid("Can't resize a v2 image which has snapshots");
-            }
-            if !m.snapshots.is_empty() && new_size < old {
-                return invalid("Can't shrink an image which has internal snapshots");
             }
         }
         if new_size < old && !shrink {
@@ -1098,6 +1156,15 @@ impl BlockDriver for Qcow2 {
         }
         let entries = header::l1_entries_for(new_size, g.cluster_bits, g.l2_bits)
             .ok_or_else(|| Error::Invalid("Image size is too large".into()))?;
+        {
+            // Bitmaps follow the new size (QEMU refuses while one is left in use by a crash).
+            // All are marked in use first, so a crash mid-resize leaves them inconsistent
+            // rather than the wrong size.
+            let mut m = self.lock();
+            m.bitmaps_check_all_usable()?;
+            m.begin_write()?;
+            m.bitmaps_mark(true)?;
+        }
         if new_size < old {
             // Drop every cluster wholly past the new end, then the L2 tables past it.
             let from = new_size.div_ceil(g.cs) * g.cs;
@@ -1121,6 +1188,7 @@ impl BlockDriver for Qcow2 {
                 m.hdr.size = new_size;
                 self.size.store(new_size, Ordering::Relaxed);
                 self.resize_l1(&mut m, entries)?;
+                m.bitmaps_store()?;
             }
             return Ok(());
         }
@@ -1140,9 +1208,10 @@ impl BlockDriver for Qcow2 {
         let backing_len = self.backing.as_ref().map(|b| b.virtual_size()).unwrap_or(0);
         let zero_to = tail_end.max(backing_len.min(new_size));
         if zero_to > old {
-            self.write_zeroes(old, zero_to - old, false)?;
+            self.zero_range(old, zero_to - old, false, false)?;
         }
-        self.preallocate(old, new_size, prealloc)
+        self.preallocate(old, new_size, prealloc)?;
+        self.lock().bitmaps_store()
     }
 
     fn info(&self) -> Result<ImageInfo> {
@@ -1157,7 +1226,7 @@ impl BlockDriver for Qcow2 {
             corrupt: h.incompatible_features & header::INCOMPAT_CORRUPT != 0,
             extended_l2: h.extended_l2(),
             data_file: None,
-            bitmaps: bitmap::infos(&self.file, h).unwrap_or_default(),
+            bitmaps: bitmap::infos(m.bm.dir.as_ref()),
         };
         let snapshots = m.snapshots.iter().map(Snapshot::info).collect();
         let full_backing = h.backing_file.as_ref().map(|b| {
@@ -1189,9 +1258,9 @@ impl BlockDriver for Qcow2 {
         if buf.len() < cs {
             let mut padded = vec![0u8; cs];
             padded[..buf.len()].copy_from_slice(buf);
-            return Ok(compress::compress(self.g.compression, &padded, cs));
+            return Ok(compress::compress(self.compression(), &padded, cs));
         }
-        Ok(compress::compress(self.g.compression, buf, cs))
+        Ok(compress::compress(self.compression(), buf, cs))
     }
 
     fn write_compressed_data(&self, offset: u64, c: &[u8]) -> Result<()> {
@@ -1203,6 +1272,7 @@ impl BlockDriver for Qcow2 {
         self.check_range(offset, 1)?;
         let mut m = self.lock();
         m.begin_write()?;
+        m.bitmaps_note(offset, g.cs.min(self.virtual_size() - offset));
         let (e, _, _) = m.entry(offset)?;
         let old = m.decode(e)?;
         let l2off = m.l2_for_write(offset)?;

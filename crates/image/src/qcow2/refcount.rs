@@ -453,3 +453,170 @@ impl Meta {
         Ok(())
     }
 }
+
+impl Meta {
+    /// Refcounts of clusters [start, start+n), read a refcount block at a time.
+    fn refcounts_range(&mut self, start: u64, n: u64) -> Result<Vec<u64>> {
+        let mut v = Vec::with_capacity(n as usize);
+        let mut c = start;
+        let end = start + n;
+        while c < end {
+            let ti = c >> self.g.rb_bits;
+            let i0 = c & (self.g.rb_entries - 1);
+            let cnt = (self.g.rb_entries - i0).min(end - c);
+            let off = self
+                .rct
+                .get(ti as usize)
+                .map(|e| e & super::l2::OFFSET_MASK)
+                .unwrap_or(0);
+            if off == 0 {
+                v.extend(std::iter::repeat_n(0, cnt as usize));
+            } else {
+                let b = std::mem::take(self.rcb_load(off)?);
+                for i in i0..i0 + cnt {
+                    v.push(self.rb_get(&b, i));
+                }
+                *self.rcb.get_mut(off).expect("loaded") = b;
+            }
+            c += cnt;
+        }
+        Ok(v)
+    }
+
+    /// Rewrites the refcount structure with entries of 2^order bits (QEMU's
+    /// qcow2_change_refcount_order): the new refcount blocks and table are allocated in the
+    /// old structure (until nothing more needs allocating), written completely, made durable,
+    /// then one header write switches width and table together; the old blocks and table are
+    /// freed in the new structure afterwards. A kill at any point leaks at worst.
+    pub(crate) fn change_refcount_order(
+        &mut self,
+        order: u32,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<()> {
+        let cs = self.g.cs;
+        let new_bits = 1u32 << order;
+        let new_max = if order == 6 {
+            u64::MAX
+        } else {
+            (1u64 << new_bits) - 1
+        };
+        let new_rb_bits = self.g.cluster_bits + 3 - order;
+        let per_block = 1u64 << new_rb_bits;
+        // Work over bounded windows of refcounts, one new refcount block's worth at a time.
+        let nonempty_blocks = |m: &mut Meta| -> Result<Vec<u64>> {
+            m.scan_end()?;
+            let end = m.end;
+            let mut v = Vec::new();
+            let mut ti = 0;
+            while ti * per_block < end {
+                let n = per_block.min(end - ti * per_block);
+                let r = m.refcounts_range(ti * per_block, n)?;
+                if let Some(i) = r.iter().position(|&x| x > new_max) {
+                    return Err(Error::Invalid(format!(
+                        "Cannot decrease refcount entry width to {new_bits} bits: Cluster at offset {:#x} has a refcount of {}",
+                        (ti * per_block + i as u64) << m.g.cluster_bits,
+                        r[i]
+                    )));
+                }
+                if r.iter().any(|&x| x != 0) {
+                    v.push(ti);
+                }
+                ti += 1;
+            }
+            Ok(v)
+        };
+        let mut blocks: std::collections::BTreeMap<u64, u64> = Default::default();
+        let (mut table_off, mut table_clusters) = (0u64, 0u64);
+        let mut walks = 0u64;
+        loop {
+            walks += 1;
+            progress(walks, walks + 2);
+            let needed = nonempty_blocks(self)?;
+            let mut changed = false;
+            for &ti in &needed {
+                if let std::collections::btree_map::Entry::Vacant(e) = blocks.entry(ti) {
+                    let off = self.alloc(1)?;
+                    e.insert(off);
+                    changed = true;
+                }
+            }
+            let entries = blocks.keys().next_back().map(|&t| t + 1).unwrap_or(1);
+            let want = (entries * 8).div_ceil(cs);
+            if want * cs > super::header::MAX_REFTABLE_BYTES {
+                return Err(Error::Invalid(
+                    "This operation would make the refcount table grow beyond the maximum size supported by QEMU, aborting".into(),
+                ));
+            }
+            if want > table_clusters {
+                if table_off != 0 {
+                    self.free_bytes(table_off, table_clusters * cs)?;
+                }
+                table_off = self.alloc(want)?;
+                table_clusters = want;
+                changed = true;
+            }
+            if !changed {
+                break;
+            }
+        }
+        // Write pass: the refcounts as they stand now, which is what the switch makes current.
+        self.scan_end()?;
+        let end = self.end;
+        let total_blocks = blocks.len() as u64;
+        let mut table = vec![0u64; (table_clusters * cs / 8) as usize];
+        for (k, (&ti, &off)) in blocks.iter().enumerate() {
+            let start = ti * per_block;
+            let n = per_block.min(end.saturating_sub(start));
+            let r = self.refcounts_range(start, n)?;
+            let mut block = vec![0u8; cs as usize];
+            for (i, &x) in r.iter().enumerate() {
+                if x != 0 {
+                    Self::rb_set(order, &mut block, i as u64, x);
+                }
+            }
+            fileio::write_full(&self.f, &block, off)?;
+            self.file_len = self.file_len.max(off + cs);
+            table[ti as usize] = off;
+            progress(
+                walks * total_blocks + k as u64,
+                (walks + 1) * total_blocks.max(1),
+            );
+        }
+        let mut raw = Vec::with_capacity(table.len() * 8);
+        for e in &table {
+            raw.extend_from_slice(&e.to_be_bytes());
+        }
+        fileio::write_full(&self.f, &raw, table_off)?;
+        self.file_len = self.file_len.max(table_off + table_clusters * cs);
+        // Barrier, then the switch: reftable offset and clusters (48..60) and refcount_order
+        // (96..100) lie in one write of bytes 48..100, the fields between written unchanged.
+        self.f.sync_data()?;
+        let mut h = self.hdr.clone();
+        h.refcount_table_offset = table_off;
+        h.refcount_table_clusters = table_clusters as u32;
+        h.refcount_order = order;
+        let bytes = h.serialize()?;
+        fileio::write_full(&self.f, &bytes[48..100], 48)?;
+        let old_table = std::mem::replace(&mut self.rct, table);
+        let old_off = self.hdr.refcount_table_offset;
+        let old_clusters = self.hdr.refcount_table_clusters as u64;
+        self.hdr = h;
+        self.g.rc_order = order;
+        self.g.rb_bits = new_rb_bits;
+        self.g.rb_entries = per_block;
+        self.rcb.clear();
+        self.free_hint = 1;
+        self.run_hint = 1;
+        self.scan_end()?;
+        // The old structure is garbage now; a failure here only leaks.
+        for e in old_table {
+            let off = e & super::l2::OFFSET_MASK;
+            if off != 0 {
+                let _ = self.free_bytes(off, cs);
+            }
+        }
+        let _ = self.free_bytes(old_off, old_clusters * cs);
+        progress(1, 1);
+        Ok(())
+    }
+}

@@ -266,7 +266,7 @@ pub(crate) fn fix_copied(m: &mut Meta) -> Result<()> {
 }
 
 /// Replaces the snapshot table: new table written, header switched in one write, old freed.
-fn write_table(m: &mut Meta, list: Vec<Snapshot>) -> Result<()> {
+pub(crate) fn write_table(m: &mut Meta, list: Vec<Snapshot>) -> Result<()> {
     let g = m.g;
     let old_bytes = table_len(&m.snapshots);
     let old_off = m.hdr.snapshots_offset;

@@ -47,4 +47,7 @@ pub struct ImageInfo {
     pub dirty: bool,
     pub snapshots: Vec<SnapshotInfo>,
     pub qcow2: Option<Qcow2Info>,
+    /// The format has no driver info (QEMU's bdrv_get_info, e.g. parallels): `info` then
+    /// shows no dirty flag.
+    pub no_driver_info: bool,
 }

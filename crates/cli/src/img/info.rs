@@ -113,10 +113,11 @@ fn format_specific(info: &ImageInfo) -> Option<Dict> {
 
 pub fn info_dict(info: &ImageInfo) -> Dict {
     let mut d = Dict::new();
-    d.str("filename", &info.filename)
-        .str("format", info.format)
-        .bool("dirty-flag", info.dirty)
-        .int("actual-size", info.actual_size)
+    d.str("filename", &info.filename).str("format", info.format);
+    if !info.no_driver_info {
+        d.bool("dirty-flag", info.dirty);
+    }
+    d.int("actual-size", info.actual_size)
         .int("virtual-size", info.virtual_size);
     if let Some(cs) = info.cluster_size {
         d.int("cluster-size", cs);

@@ -70,8 +70,9 @@ pub fn run(ctx: &Ctx, args: &[String]) -> R {
             "Preallocation can only be used for growing images",
         ));
     }
+    // qemu-img reports the driver's refusal without the file name.
     img.resize(new, prealloc, shrink)
-        .map_err(|e| Fail::new(format!("{file}: {}", super::emsg(&e))))?;
+        .map_err(|e| Fail::new(super::emsg(&e)))?;
     if !quiet {
         println!("Image resized.");
     }

@@ -256,13 +256,20 @@ fn kind_at(src: &dyn BlockDriver, off: u64, len: u64, o: &ConvertOptions) -> Res
         let st = src.block_status(off, len)?;
         let k = match st.alloc {
             Alloc::Data { .. } => Kind::Data,
-            Alloc::Zero { .. } => Kind::Zero,
+            Alloc::Zero { .. } | Alloc::DataZero { .. } => Kind::Zero,
             Alloc::Unallocated { .. } => Kind::Skip,
         };
         return Ok((k, st.len));
     }
     let e = chain_status(src, off, len)?;
-    Ok((if e.data { Kind::Data } else { Kind::Zero }, e.length))
+    Ok((
+        if e.data && !e.zero {
+            Kind::Data
+        } else {
+            Kind::Zero
+        },
+        e.length,
+    ))
 }
 
 /// Reads and prepares one chunk. Runs on a worker thread.

@@ -77,6 +77,9 @@ pub enum Alloc {
     /// Not in this layer: reads come from the backing file (or zeros without one).
     /// `host`: space reserved in this layer's file anyway (QEMU reports it when nothing lies below).
     Unallocated { host: Option<u64> },
+    /// Allocated in this layer and read as zero from there: QEMU's DATA|ZERO, what a
+    /// preallocated block over a hole in the host file reports (vdi static, vpc fixed).
+    DataZero { host: Option<u64> },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

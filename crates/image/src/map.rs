@@ -62,6 +62,7 @@ pub fn chain_status(top: &dyn BlockDriver, off: u64, len: u64) -> Result<MapEntr
                 return Ok(e(true, false, true, compressed, host, d))
             }
             Alloc::Zero { host } => return Ok(e(true, true, false, false, host, d)),
+            Alloc::DataZero { host } => return Ok(e(true, true, true, false, host, d)),
             Alloc::Unallocated { host } => match d.backing() {
                 Some(b) if off < b.virtual_size() => {
                     n = n.min(b.virtual_size() - off);

@@ -1178,6 +1178,7 @@ impl BlockDriver for Qcow2 {
             dirty: h.incompatible_features & header::INCOMPAT_DIRTY != 0,
             snapshots,
             qcow2: Some(q),
+            ..Default::default()
         })
     }
 

@@ -262,14 +262,13 @@ fn kind_at(src: &dyn BlockDriver, off: u64, len: u64, o: &ConvertOptions) -> Res
         return Ok((k, st.len));
     }
     let e = chain_status(src, off, len)?;
-    Ok((
-        if e.data && !e.zero {
-            Kind::Data
-        } else {
-            Kind::Zero
-        },
-        e.length,
-    ))
+    // Data that reads zero (a hole under a flat vmdk extent) is zero, as in qemu-img.
+    let k = if e.data && !e.zero {
+        Kind::Data
+    } else {
+        Kind::Zero
+    };
+    Ok((k, e.length))
 }
 
 /// Reads and prepares one chunk. Runs on a worker thread.

@@ -133,6 +133,9 @@ pub struct CheckReport {
     pub compressed_clusters: u64,
     /// Per-problem lines, in the words qemu-img uses, printed to stderr by the CLI.
     pub messages: Vec<String>,
+    /// The check itself stopped with this error (qemu-img prints the messages, then
+    /// "Check failed: <fatal>", and exits 1).
+    pub fatal: Option<String>,
 }
 
 /// What the caller allows a repair to fix (qemu-img check -r).
@@ -213,6 +216,24 @@ pub trait BlockDriver: Send + Sync {
 
     /// Whether unwritten areas of a fresh image read as zero without any write.
     fn has_zero_init(&self) -> bool {
+        false
+    }
+
+    /// Data can only be written compressed (vmdk streamOptimized): convert compresses even
+    /// without -c, as qemu-img does.
+    fn needs_compressed_writes(&self) -> bool {
+        false
+    }
+
+    /// Name of the file holding this layer's data at guest `offset`, when that is not
+    /// `filename()` (vmdk extents in their own files); `qemu-img map` shows it.
+    fn data_file_name(&self, _offset: u64) -> Option<String> {
+        None
+    }
+
+    /// `Alloc::Zero` with a host offset means allocated data over a hole of the host file
+    /// (vmdk flat extents), which QEMU reports as data that reads zero.
+    fn zero_holes_are_data(&self) -> bool {
         false
     }
 

@@ -31,6 +31,36 @@ pub struct BitmapInfo {
     pub flags: Vec<&'static str>,
 }
 
+/// vmdk's "Format specific information".
+#[derive(Debug, Clone, Default)]
+pub struct VmdkInfo {
+    pub cid: u32,
+    pub parent_cid: u32,
+    pub create_type: String,
+    pub extents: Vec<VmdkExtentInfo>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct VmdkExtentInfo {
+    pub filename: String,
+    /// The extent's type in its descriptor line (FLAT, SPARSE...); empty for monolithic files.
+    pub format: String,
+    pub virtual_size: u64,
+    /// None for flat extents.
+    pub cluster_size: Option<u64>,
+    pub compressed: bool,
+}
+
+/// A child node besides "file" (a file holding part of the image, like a vmdk extent).
+#[derive(Debug, Clone, Default)]
+pub struct ChildInfo {
+    /// Node name, e.g. "extents.0".
+    pub name: String,
+    pub filename: String,
+    pub actual_size: u64,
+    pub file_length: u64,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct ImageInfo {
     pub filename: String,
@@ -50,4 +80,7 @@ pub struct ImageInfo {
     /// The format has no driver info (QEMU's bdrv_get_info, e.g. parallels): `info` then
     /// shows no dirty flag.
     pub no_driver_info: bool,
+    pub vmdk: Option<VmdkInfo>,
+    /// Child nodes other than "file", in the order qemu-img lists them (before "file").
+    pub children: Vec<ChildInfo>,
 }

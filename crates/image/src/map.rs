@@ -54,14 +54,20 @@ pub fn chain_status(top: &dyn BlockDriver, off: u64, len: u64) -> Result<MapEntr
                 zero,
                 data,
                 compressed,
-                filename: offset.map(|_| d.filename().display().to_string()),
+                filename: offset.map(|_| {
+                    d.data_file_name(off)
+                        .unwrap_or_else(|| d.filename().display().to_string())
+                }),
                 offset,
             };
         match st.alloc {
             Alloc::Data { host, compressed } => {
                 return Ok(e(true, false, true, compressed, host, d))
             }
-            Alloc::Zero { host } => return Ok(e(true, true, false, false, host, d)),
+            Alloc::Zero { host } => {
+                let data = host.is_some() && d.zero_holes_are_data();
+                return Ok(e(true, true, data, false, host, d));
+            }
             Alloc::DataZero { host } => return Ok(e(true, true, true, false, host, d)),
             Alloc::Unallocated { host } => match d.backing() {
                 Some(b) if off < b.virtual_size() => {

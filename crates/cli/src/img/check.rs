@@ -52,6 +52,9 @@ pub fn run(ctx: &Ctx, args: &[String]) -> R {
     for m in &first.messages {
         eprintln!("{m}");
     }
+    if let Some(f) = &first.fatal {
+        return Err(Fail::new(format!("Check failed: {f}")));
+    }
     let mut report = first.clone();
     if first.corruptions_fixed > 0 || first.leaks_fixed > 0 {
         if !json && !quiet {

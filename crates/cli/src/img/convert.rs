@@ -136,6 +136,11 @@ pub fn run(ctx: &Ctx, args: &[String]) -> R {
             .map_err(|e| Fail::new(format!("{out}: {}", super::emsg(&e))))?;
         super::open_image(ctx, out, Some(out_fmt), true)?
     };
+    // Targets that only take compressed data (vmdk streamOptimized) get it without -c.
+    let compress = compress || dst.needs_compressed_writes();
+    if compress && dst.cluster_size().is_none_or(|c| c == 0 || c > 2 << 20) {
+        return Err(Fail::new("invalid cluster size"));
+    }
     let o = ConvertOptions {
         compress,
         sparse_size,

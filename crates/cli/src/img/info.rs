@@ -78,7 +78,39 @@ pub fn snapshot_dict(s: &SnapshotInfo) -> Dict {
     d
 }
 
+fn vmdk_specific(v: &virtkit_image::info::VmdkInfo) -> Dict {
+    let mut data = Dict::new();
+    // Inserted in QAPI field order (ImageInfoSpecificVmdk, VmdkExtentInfo).
+    data.str("create-type", &v.create_type)
+        .int("cid", v.cid)
+        .int("parent-cid", v.parent_cid);
+    let l = v
+        .extents
+        .iter()
+        .map(|e| {
+            let mut d = Dict::new();
+            d.str("filename", &e.filename)
+                .str("format", &e.format)
+                .int("virtual-size", e.virtual_size);
+            if let Some(cs) = e.cluster_size {
+                d.int("cluster-size", cs);
+            }
+            if e.compressed {
+                d.bool("compressed", true);
+            }
+            V::Dict(d)
+        })
+        .collect();
+    data.put("extents", V::List(l));
+    let mut d = Dict::new();
+    d.str("type", "vmdk").put("data", V::Dict(data));
+    d
+}
+
 fn format_specific(info: &ImageInfo) -> Option<Dict> {
+    if let Some(v) = &info.vmdk {
+        return Some(vmdk_specific(v));
+    }
     let q = info.qcow2.as_ref()?;
     let mut data = Dict::new();
     data.str("compat", q.compat);
@@ -145,19 +177,35 @@ pub fn info_dict(info: &ImageInfo) -> Dict {
     if let Some(fs) = format_specific(info) {
         d.put("format-specific", V::Dict(fs));
     }
-    let mut file = Dict::new();
-    let mut fs = Dict::new();
-    fs.str("type", "file").put("data", V::Dict(Dict::new()));
-    file.str("filename", &info.filename)
-        .str("format", "file")
-        .bool("dirty-flag", false)
-        .int("actual-size", info.actual_size)
-        .int("virtual-size", info.file_length)
-        .put("format-specific", V::Dict(fs))
-        .put("children", V::List(Vec::new()));
-    let mut child = Dict::new();
-    child.str("name", "file").put("info", V::Dict(file));
-    d.put("children", V::List(vec![V::Dict(child)]));
+    let node = |name: &str, filename: &str, actual: u64, length: u64| {
+        let mut file = Dict::new();
+        let mut fs = Dict::new();
+        fs.str("type", "file").put("data", V::Dict(Dict::new()));
+        file.str("filename", filename)
+            .str("format", "file")
+            .bool("dirty-flag", false)
+            .int("actual-size", actual)
+            .int("virtual-size", length)
+            .put("format-specific", V::Dict(fs))
+            .put("children", V::List(Vec::new()));
+        let mut child = Dict::new();
+        child.str("name", name).put("info", V::Dict(file));
+        V::Dict(child)
+    };
+    // The file child's own size: the image's total minus the other children.
+    let others: u64 = info.children.iter().map(|c| c.actual_size).sum();
+    let mut children: Vec<V> = info
+        .children
+        .iter()
+        .map(|c| node(&c.name, &c.filename, c.actual_size, c.file_length))
+        .collect();
+    children.push(node(
+        "file",
+        &info.filename,
+        info.actual_size.saturating_sub(others),
+        info.file_length,
+    ));
+    d.put("children", V::List(children));
     d
 }
 
@@ -286,12 +334,22 @@ pub fn human_info(info: &ImageInfo) -> String {
             dump(data, 4, &mut s);
         }
     }
-    s += &format!(
-        "Child node '/file':\n    filename: {}\n    protocol type: file\n    file length: {} ({} bytes)\n    disk size: {}\n",
-        info.filename,
-        human(info.file_length),
+    let node = |name: &str, filename: &str, length: u64, actual: u64| {
+        format!(
+            "Child node '/{name}':\n    filename: {filename}\n    protocol type: file\n    file length: {} ({length} bytes)\n    disk size: {}\n",
+            human(length),
+            human(actual)
+        )
+    };
+    let others: u64 = info.children.iter().map(|c| c.actual_size).sum();
+    for c in &info.children {
+        s += &node(&c.name, &c.filename, c.file_length, c.actual_size);
+    }
+    s += &node(
+        "file",
+        &info.filename,
         info.file_length,
-        human(info.actual_size)
+        info.actual_size.saturating_sub(others),
     );
     s
 }

@@ -286,3 +286,136 @@ fn hostile_packages_fail_cleanly() {
         assert!(!t.path().join("evil.img").exists() && !Path::new("/tmp/evil.img").exists());
     }
 }
+
+#[test]
+fn imports_qemu_made_stream_optimized_vmdk() {
+    let t = tmp();
+    let data = gen_data(4 << 20, 21);
+    let raw = t.path().join("src.raw");
+    write_raw(&raw, &data);
+    let vmdk = t.path().join("appliance-disk1.vmdk");
+    qemu_img(&[
+        "convert",
+        "-q",
+        "-f",
+        "raw",
+        "-O",
+        "vmdk",
+        "-o",
+        "subformat=streamOptimized",
+        s(&raw),
+        s(&vmdk),
+    ])
+    .assert_ok();
+    let uri = "http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized";
+    let desc = ovf("appliance-disk1.vmdk", "4", Some(uri)).replace(
+        "ovf:capacity=\"4\"",
+        "ovf:capacity=\"4\" ovf:capacityAllocationUnits=\"byte * 2^20\"",
+    );
+    let ova = t.path().join("app.ova");
+    std::fs::write(
+        &ova,
+        package(&desc, "appliance-disk1.vmdk", &read(&vmdk), true),
+    )
+    .unwrap();
+    let out = t.path().join("out");
+    let o = vk(&["ova-import", "-O", "qcow2", s(&ova), s(&out)]);
+    o.assert_ok();
+    assert!(o.stdout.contains("(vmdk, 4 MiB)"), "{}", o.stdout);
+    let q = out.join("appliance-disk1.qcow2");
+    qemu_check_clean(&q);
+    qemu_compare_identical(&raw, "raw", &q, "qcow2");
+}
+
+#[test]
+fn export_round_trip_is_a_valid_package() {
+    let t = tmp();
+    let d1 = t.path().join("d1.raw");
+    write_raw(&d1, &gen_data(6 << 20, 5));
+    let d2 = t.path().join("d2.qcow2");
+    qemu_img(&["create", "-q", "-f", "qcow2", s(&d2), "3M"]).assert_ok();
+    qio("qcow2", &d2, &["write -P 0x5a 1M 512k"]);
+    let ova = t.path().join("web.ova");
+    let o = vk(&[
+        "ova-export",
+        "--cpus",
+        "2",
+        "--memory",
+        "768",
+        "--sha256",
+        s(&d1),
+        s(&d2),
+        s(&ova),
+    ]);
+    o.assert_ok();
+    // Layout: descriptor first, manifest second, then the disks (DSP0243), ustar.
+    let x = t.path().join("x");
+    std::fs::create_dir(&x).unwrap();
+    let tv = std::process::Command::new("tar")
+        .args(["-tvf", s(&ova)])
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&tv.stdout);
+    let names: Vec<&str> = listing
+        .lines()
+        .map(|l| l.split_whitespace().last().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["web.ovf", "web.mf", "web-disk1.vmdk", "web-disk2.vmdk"],
+        "{listing}"
+    );
+    let st = std::process::Command::new("tar")
+        .args(["-xf", s(&ova), "-C", s(&x)])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // The manifest is "SHA256(FILE)= HASH" (not sha256sum's layout): check each line.
+    let mf = std::fs::read_to_string(x.join("web.mf")).unwrap();
+    assert_eq!(mf.lines().count(), 3, "{mf}");
+    for line in mf.lines() {
+        let (lhs, hash) = line.split_once("= ").unwrap();
+        let file = lhs
+            .strip_prefix("SHA256(")
+            .unwrap()
+            .strip_suffix(')')
+            .unwrap();
+        assert_eq!(sha256_hex(&read(&x.join(file))), hash, "{file}");
+    }
+    // The descriptor is well-formed XML with the OVF 1.0 namespace and our hardware.
+    let py = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys,xml.etree.ElementTree as E; r=E.parse(sys.argv[1]).getroot(); \
+             print(r.tag); \
+             print(len(r.findall('.//{http://schemas.dmtf.org/ovf/envelope/1}Disk')))",
+            s(&x.join("web.ovf")),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&py.stdout),
+        "{http://schemas.dmtf.org/ovf/envelope/1}Envelope\n2\n"
+    );
+    for (i, (src, fmt)) in [(&d1, "raw"), (&d2, "qcow2")].iter().enumerate() {
+        let v = x.join(format!("web-disk{}.vmdk", i + 1));
+        qemu_check_clean(&v);
+        let info = qemu_info_json(&v);
+        assert_eq!(
+            info["format-specific"]["data"]["create-type"], "streamOptimized",
+            "{info}"
+        );
+        qemu_compare_identical(src, fmt, &v, "vmdk");
+    }
+    // And back in.
+    let out = t.path().join("imported");
+    let o = vk(&["ova-import", "--output=json", s(&ova), s(&out)]);
+    o.assert_ok();
+    let v = o.json();
+    assert_eq!(v["cpus"], 2);
+    assert_eq!(v["memory"], 768u64 << 20);
+    assert_eq!(v["manifest"], "SHA256");
+    assert_eq!(v["ovf-version"], "1.0");
+    qemu_compare_identical(&d1, "raw", &out.join("web-disk1.qcow2"), "qcow2");
+    qemu_compare_identical(&d2, "qcow2", &out.join("web-disk2.qcow2"), "qcow2");
+}

@@ -426,7 +426,7 @@ pub fn write(spec: &ExportSpec) -> String {
     let n = esc(&spec.name);
     let mut s = String::new();
     s += "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
-    s += "<Envelope vmw:buildId=\"virtkit\" xmlns=\"http://schemas.dmtf.org/ovf/envelope/1\" \
+    s += "<Envelope ovf:version=\"1.0\" xml:lang=\"en-US\" vmw:buildId=\"virtkit\" xmlns=\"http://schemas.dmtf.org/ovf/envelope/1\" \
           xmlns:cim=\"http://schemas.dmtf.org/wbem/wscim/1/common\" \
           xmlns:ovf=\"http://schemas.dmtf.org/ovf/envelope/1\" \
           xmlns:rasd=\"http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData\" \

@@ -257,7 +257,10 @@ impl Steps<'_> {
             .checked_div(total)
             .unwrap_or(Self::UNIT);
         let t = self.total.max(1);
-        (self.cb)((self.done * Self::UNIT + frac) / t, Self::UNIT);
+        (self.cb)(
+            ((self.done * Self::UNIT + frac) / t).min(Self::UNIT),
+            Self::UNIT,
+        );
     }
     fn next(&mut self) {
         self.done += 1;
@@ -292,7 +295,7 @@ pub fn amend(q: &Qcow2, o: &Options, progress: Progress) -> Result<()> {
         steps.next();
     }
     if new_order != cur_order {
-        if new_version < 3 {
+        if new_version < 3 && new_order != 4 {
             return Err(Error::Invalid(
                 "Refcount widths other than 16 bits require compatibility level 1.1 or above (use compat=1.1 or greater)"
                     .into(),
@@ -548,26 +551,38 @@ fn expand_zero_clusters(m: &mut Meta, has_backing: bool, progress: Progress) -> 
             let t = m.l2_load(l2off)?.clone();
             for i in 0..g.l2_entries as usize {
                 let e = t[i * g.w()];
-                let host = match m.decode(e)? {
+                let (host, old) = match m.decode(e)? {
                     Cluster::ZeroPlain if !has_backing => {
                         m.set_l2(l2off, i, 0, 0)?;
                         continue;
                     }
-                    Cluster::ZeroPlain => {
+                    // A preallocated zero cluster is zeroed in place only when nothing else
+                    // uses its data: zeroing written over data it once shared with a snapshot
+                    // keeps the cluster, and that snapshot still reads it.
+                    Cluster::ZeroAlloc(h) if m.refcount(h >> g.cluster_bits)? <= l2_refs => {
+                        (h, None)
+                    }
+                    Cluster::ZeroPlain | Cluster::ZeroAlloc(_) => {
                         let h = m.alloc(1)?;
                         if l2_refs > 1 {
                             // Each L1 table reaching the shared L2 table counts.
                             m.rc_update(h >> g.cluster_bits, 1, l2_refs as i64 - 1)?;
                         }
-                        h
+                        let old = match m.decode(e)? {
+                            Cluster::ZeroAlloc(o) => Some(o),
+                            _ => None,
+                        };
+                        (h, old)
                     }
-                    Cluster::ZeroAlloc(h) => h,
                     _ => continue,
                 };
                 zero_cluster(m, host)?;
                 let exclusive = l2_refs == 1 && m.refcount(host >> g.cluster_bits)? == 1;
                 let ne = if exclusive { host | OFLAG_COPIED } else { host };
                 m.set_l2(l2off, i, ne, 0)?;
+                if let Some(o) = old {
+                    m.rc_update(o >> g.cluster_bits, 1, -(l2_refs as i64))?;
+                }
             }
             progress(visited, total);
         }

@@ -373,7 +373,9 @@ impl Header {
         if let Some(f) = &self.backing_format {
             push_ext(&mut b, EXT_BACKING_FORMAT, f.as_bytes());
         }
-        if self.version >= 3 {
+        // QEMU leaves the table out with clusters of 4 KiB or less: it would crowd out the
+        // backing file name.
+        if self.version >= 3 && self.cluster_size() > 4096 {
             push_ext(&mut b, EXT_FEATURE_TABLE, &feature_table());
         }
         if let Some(bm) = self.bitmaps_ext() {

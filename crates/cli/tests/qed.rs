@@ -80,6 +80,10 @@ fn qed_create_matches_qemu() {
             Some("5M"),
         ),
         (&[], Some("0")),
+        (
+            &["-o", "preallocation=falloc,extent_size_hint=0,nocow=on"],
+            Some("3M"),
+        ),
     ];
     for (i, (opts, size)) in cases.iter().enumerate() {
         let (q, v) = (
@@ -126,6 +130,12 @@ fn qed_create_errors_as_qemu() {
         "table_size=0",
         "cluster_size=64M,table_size=16",
         "cluster_size=4k,table_size=1",
+        "preallocation=metadata",
+        "preallocation=bogus",
+        "nocow=maybe",
+        "extent_size_hint=-1",
+        "extent_size_hint=5G",
+        "foo=bar",
     ] {
         let q = qemu_img(&["create", "-f", "qed", "-o", o, s(&p), "2T"]);
         let Some(v) = vk_link(&["create", "-f", "qed", "-o", o, s(&p), "2T"]) else {

@@ -158,3 +158,72 @@ impl CreatePlan for RawPlan {
         )
     }
 }
+
+/// Options of the protocol layer (QEMU's file driver) that qemu-img accepts with any image
+/// format: echoed after the format's own in the "Formatting" line and checked when the file
+/// is created. nocow and extent_size_hint only mean something on btrfs and XFS, where QEMU
+/// sets them as hints; virtkit accepts them and leaves the file's attributes alone.
+#[derive(Debug, Clone, Default)]
+pub struct FileOpts {
+    pub nocow: Option<bool>,
+    pub preallocation: Option<String>,
+    pub extent_size_hint: Option<u64>,
+}
+
+impl FileOpts {
+    /// Takes `k=v` if it is a protocol option (Ok(false) otherwise).
+    pub fn parse(&mut self, k: &str, v: &str) -> Result<bool> {
+        match k {
+            "nocow" => self.nocow = Some(parse_bool_opt(k, v)?),
+            "preallocation" => self.preallocation = Some(v.to_string()),
+            "extent_size_hint" => {
+                if v.trim_start().starts_with('-') {
+                    return invalid_value(format!(
+                        "Value '{v}' is out of range for parameter '{k}'"
+                    ));
+                }
+                self.extent_size_hint = Some(crate::size::parse(v).map_err(|_| {
+                    Error::Invalid(format!(
+                        "Parameter '{k}' expects a non-negative number below 2^64"
+                    ))
+                })?)
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// What the "Formatting" line adds for them, in qemu-img's order.
+    pub fn formatting_suffix(&self) -> String {
+        let mut s = String::new();
+        if let Some(b) = self.nocow {
+            s += &format!(" nocow={}", if b { "on" } else { "off" });
+        }
+        if let Some(p) = &self.preallocation {
+            s += &format!(" preallocation={p}");
+        }
+        if let Some(h) = self.extent_size_hint {
+            s += &format!(" extent_size_hint={h}");
+        }
+        s
+    }
+
+    /// The file driver's refusals (after the "Formatting" line, as in qemu-img).
+    pub fn validate(&self) -> Result<()> {
+        match self.preallocation.as_deref() {
+            None | Some("off") | Some("falloc") | Some("full") => {}
+            Some("metadata") => {
+                return invalid_value("Unsupported preallocation mode: metadata".to_string())
+            }
+            Some(v) => return invalid_value(format!("invalid parameter value: {v}")),
+        }
+        if self.extent_size_hint.is_some_and(|h| h > u32::MAX as u64) {
+            return invalid_value("Extent size hint is too large".to_string());
+        }
+        Ok(())
+    }
+}
+
+fn invalid_value<T>(m: String) -> Result<T> {
+    Err(Error::Invalid(m))
+}

@@ -38,7 +38,8 @@ pub fn check(img: &Parallels, repair: Repair) -> Result<CheckReport> {
         }
     }
 
-    let len = fileio::file_len(f)?;
+    // QEMU sees the file in whole sectors.
+    let len = fileio::file_len(f)?.div_ceil(512) * 512;
     let (ok, correct) = m.hdr.test_data_off(len.div_ceil(512));
     if !ok {
         r.corruptions += 1;
@@ -123,7 +124,7 @@ pub fn check(img: &Parallels, repair: Repair) -> Result<CheckReport> {
 /// otherwise it is only trimmed (after a duplicate repair preallocated space).
 fn leaks(img: &Parallels, r: &mut CheckReport, fix: bool, explicit: bool) -> Result<()> {
     let g = img.geometry();
-    let len = fileio::file_len(&img.file)?;
+    let len = fileio::file_len(&img.file)?.div_ceil(512) * 512;
     let end = r.image_end_offset;
     if len > end {
         let count = (len - end).div_ceil(g.cs);

@@ -2,7 +2,7 @@
 //! ("WithouFreSpacExt" images, as QEMU writes them).
 
 use super::header::{self, Header};
-use crate::create::{parse_size_opt, unknown_opt, CreatePlan, Opts};
+use crate::create::{parse_size_opt, unknown_opt, CreatePlan, FileOpts, Opts};
 use crate::driver::Format;
 use crate::error::{Error, Result};
 use crate::fileio;
@@ -22,6 +22,7 @@ Specify the target filename to include those options.
 pub struct Plan {
     pub size: Option<u64>,
     pub cluster_size: Option<u64>,
+    pub file: FileOpts,
 }
 
 pub fn plan(opts: &Opts) -> Result<Box<dyn CreatePlan>> {
@@ -36,6 +37,7 @@ pub fn plan(opts: &Opts) -> Result<Box<dyn CreatePlan>> {
                     )
                 })?)
             }
+            _ if p.file.parse(k, v)? => {}
             _ => return unknown_opt(k),
         }
     }
@@ -87,12 +89,14 @@ impl CreatePlan for Plan {
     }
     fn formatting_line(&self, file: &str) -> String {
         format!(
-            "Formatting '{file}', fmt=parallels size={} cluster_size={}",
+            "Formatting '{file}', fmt=parallels size={} cluster_size={}{}",
             self.size.unwrap_or(0),
-            self.cluster_size.unwrap_or(header::DEFAULT_CLUSTER_SIZE)
+            self.cluster_size.unwrap_or(header::DEFAULT_CLUSTER_SIZE),
+            self.file.formatting_suffix()
         )
     }
     fn create(&self, path: &Path) -> Result<()> {
+        self.file.validate()?;
         let h = self.header()?;
         let f = OpenOptions::new()
             .read(true)

@@ -1,7 +1,7 @@
 //! Creating qed images with qemu-img's options, defaults, limits and messages.
 
 use super::header::{self, Header};
-use crate::create::{parse_size_opt, unknown_opt, CreatePlan, Opts};
+use crate::create::{parse_size_opt, unknown_opt, CreatePlan, FileOpts, Opts};
 use crate::driver::Format;
 use crate::error::{Error, Result};
 use crate::fileio;
@@ -27,6 +27,7 @@ pub struct Plan {
     pub backing_fmt: Option<String>,
     pub cluster_size: Option<u64>,
     pub table_size: Option<u64>,
+    pub file: FileOpts,
 }
 
 fn size_param(k: &str, v: &str) -> Result<u64> {
@@ -46,6 +47,7 @@ pub fn plan(opts: &Opts) -> Result<Box<dyn CreatePlan>> {
             "backing_fmt" => p.backing_fmt = Some(v.clone()),
             "cluster_size" => p.cluster_size = Some(size_param(k, v)?),
             "table_size" => p.table_size = Some(size_param(k, v)?),
+            _ if p.file.parse(k, v)? => {}
             _ => return unknown_opt(k),
         }
     }
@@ -137,9 +139,10 @@ impl CreatePlan for Plan {
         if let Some(t) = self.table_size {
             s += &format!(" table_size={t}");
         }
-        s
+        s + &self.file.formatting_suffix()
     }
     fn create(&self, path: &Path) -> Result<()> {
+        self.file.validate()?;
         let h = self.header()?;
         // The file's length is what QED allocates from: it starts empty.
         let f = OpenOptions::new()

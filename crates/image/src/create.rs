@@ -151,9 +151,10 @@ impl CreatePlan for RawPlan {
         s
     }
     fn create(&self, path: &Path) -> Result<()> {
+        // QEMU's file driver rounds the size up to whole sectors.
         crate::raw::Raw::create(
             path,
-            self.size.unwrap_or(0),
+            self.size.unwrap_or(0).div_ceil(512).saturating_mul(512),
             self.prealloc.unwrap_or_default(),
         )
     }

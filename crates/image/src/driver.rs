@@ -187,6 +187,15 @@ pub trait BlockDriver: Send + Sync {
         Err(Error::Unsupported("Operation not supported".into()))
     }
 
+    /// Drops everything this layer holds, so that every read falls through to the backing
+    /// file (what `qemu-img commit` does to the committed image). Formats that cannot say so.
+    fn make_empty(&self) -> Result<()> {
+        Err(Error::Unsupported(format!(
+            "{} does not support emptying nodes",
+            self.format().name()
+        )))
+    }
+
     fn info(&self) -> Result<ImageInfo>;
 
     /// Compresses one cluster for this image (None: store it uncompressed). Thread-safe and

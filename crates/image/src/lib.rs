@@ -19,6 +19,12 @@ pub mod vhdx;
 pub mod vmdk;
 pub mod vpc;
 
+pub mod commit;
+pub mod measure;
+mod parallel;
+pub mod qnum;
+pub mod rebase;
+
 pub use chain::{open, OpenOptions};
 pub use driver::{Alloc, BlockDriver, CheckReport, Format, Preallocation, Repair, Status};
 pub use error::{Error, Result};

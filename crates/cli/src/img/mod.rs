@@ -1,6 +1,7 @@
 //! `virtkit img` and the `qemu-img` personality: qemu-img's command line, output and exit codes.
 
 mod amend;
+mod args;
 mod bench;
 mod bitmap;
 mod check;
@@ -221,6 +222,18 @@ pub fn open_image_with(
     writable: bool,
     for_check: bool,
 ) -> R<Box<dyn BlockDriver>> {
+    open_image_ext(ctx, path, fmt, writable, for_check, false)
+}
+
+/// As [`open_image_with`]; `no_backing` leaves the backing file closed (rebase -u).
+pub fn open_image_ext(
+    ctx: &Ctx,
+    path: &str,
+    fmt: Option<Format>,
+    writable: bool,
+    for_check: bool,
+    no_backing: bool,
+) -> R<Box<dyn BlockDriver>> {
     let shown = show(path);
     let probed_raw = fmt.is_none()
         && writable
@@ -232,7 +245,7 @@ pub fn open_image_with(
         &virtkit_image::OpenOptions {
             format: fmt,
             writable,
-            no_backing: false,
+            no_backing,
             for_check,
         },
     )

@@ -13,6 +13,7 @@ mod cache;
 pub mod check;
 pub mod compress;
 pub mod create;
+mod empty;
 pub mod header;
 pub mod l2;
 mod refcount;
@@ -1003,6 +1004,9 @@ impl BlockDriver for Qcow2 {
         // Serialized first: a name that does not fit in the header cluster fails before
         // anything is written.
         self.rewrite_header(&h)
+    }
+    fn make_empty(&self) -> Result<()> {
+        empty::make_empty(self)
     }
     fn has_zero_init(&self) -> bool {
         // A fresh qcow2 reads zero only without a backing file.

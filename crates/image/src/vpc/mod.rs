@@ -116,11 +116,11 @@ impl Vpc {
             }
             None
         } else {
+            let (d, bat, free) = open_dynamic(&file, &f, size, file_len)?;
             if be32(&f, F_TYPE) == TYPE_FIXED {
-                // QEMU would parse a dynamic header and then do raw I/O over it.
+                // QEMU would do raw I/O over the dynamic disk's metadata.
                 return corrupt("VHD footer at offset 0 describes a fixed disk");
             }
-            let (d, bat, free) = open_dynamic(&file, &f, size, file_len)?;
             meta.ones = vec![0; bat.len().div_ceil(64)];
             meta.bat = bat;
             meta.free = free;

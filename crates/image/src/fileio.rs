@@ -103,3 +103,49 @@ fn seek(f: &File, off: u64, whence: libc::c_int) -> io::Result<Option<u64>> {
     }
     Ok(Some(r as u64))
 }
+
+/// Writes `buf` at `off` but leaves out the all-zero parts (in 4 KiB pages of the file) where
+/// the file already reads zero: everywhere when `hole` says the range is known to be a hole,
+/// else where SEEK_DATA finds no data. Keeps preallocated and freshly appended blocks as
+/// sparse as qemu-img leaves them.
+pub fn write_sparse(f: &File, buf: &[u8], off: u64, hole: bool) -> io::Result<()> {
+    const PAGE: u64 = 4096;
+    let end = off + buf.len() as u64;
+    // Runs of (zero?, start, end) in file offsets.
+    let mut pos = off;
+    let mut run: Option<(bool, u64)> = None;
+    let flush = |zero: bool, s: u64, e: u64| -> io::Result<()> {
+        let piece = &buf[(s - off) as usize..(e - off) as usize];
+        if zero && (hole || seek_data(f, s)?.is_none_or(|d| d >= e)) {
+            return Ok(());
+        }
+        write_full(f, piece, s)
+    };
+    while pos < end {
+        let pe = ((pos / PAGE + 1) * PAGE).min(end);
+        let zero = page_is_zero(&buf[(pos - off) as usize..(pe - off) as usize]);
+        match run {
+            Some((z, _)) if z == zero => {}
+            Some((z, s)) => {
+                flush(z, s, pos)?;
+                run = Some((zero, pos));
+            }
+            None => run = Some((zero, pos)),
+        }
+        pos = pe;
+    }
+    if let Some((z, s)) = run {
+        flush(z, s, end)?;
+    }
+    Ok(())
+}
+
+/// Whether a (page-sized) slice is all zero; branch-free per word so that it vectorizes.
+fn page_is_zero(b: &[u8]) -> bool {
+    let words = b.chunks_exact(8);
+    let tail = words.remainder().iter().fold(0u8, |a, &x| a | x);
+    words.fold(0u64, |a, w| {
+        a | u64::from_ne_bytes(w.try_into().expect("8 bytes"))
+    }) == 0
+        && tail == 0
+}

@@ -120,6 +120,16 @@ impl Vdi {
         let next = hdr
             .blocks_allocated
             .max(max_used.map_or(0, |m| m.saturating_add(1)));
+        if o.writable && !o.for_check {
+            // Every unallocated entry must still find a block, or a write could fail halfway.
+            let free = bmap.iter().filter(|&&e| !is_allocated(e)).count() as u64;
+            if next as u64 + free > blocks as u64 {
+                return corrupt(format!(
+                    "VDI header counts {} allocated blocks: no room for the {free} blocks not yet allocated among {blocks}",
+                    hdr.blocks_allocated
+                ));
+            }
+        }
         Ok(Vdi {
             path: path.to_path_buf(),
             file,
@@ -224,7 +234,8 @@ impl Vdi {
             self.file.set_len(end)?;
             m.file_len = end;
         }
-        fileio::write_full(&self.file, data, start + (off - first as u64 * BS))?;
+        // Zero pages stay holes, as after qemu-img convert.
+        fileio::write_sparse(&self.file, data, start + (off - first as u64 * BS), true)?;
         for k in 0..n {
             m.bmap[first + k] = idx + k as u32;
         }
@@ -357,7 +368,7 @@ impl BlockDriver for Vdi {
             }
         }
         for (h, pos, n) in in_place {
-            fileio::write_full(&self.file, &buf[pos..pos + n], h)?;
+            fileio::write_sparse(&self.file, &buf[pos..pos + n], h, false)?;
         }
         Ok(())
     }

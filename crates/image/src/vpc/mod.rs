@@ -116,11 +116,11 @@ impl Vpc {
             }
             None
         } else {
+            let (d, bat, free) = open_dynamic(&file, &f, size, file_len)?;
             if be32(&f, F_TYPE) == TYPE_FIXED {
-                // QEMU would parse a dynamic header and then do raw I/O over it.
+                // QEMU would do raw I/O over the dynamic disk's metadata.
                 return corrupt("VHD footer at offset 0 describes a fixed disk");
             }
-            let (d, bat, free) = open_dynamic(&file, &f, size, file_len)?;
             meta.ones = vec![0; bat.len().div_ceil(64)];
             meta.bat = bat;
             meta.free = free;
@@ -209,10 +209,12 @@ impl Vpc {
             fileio::write_full(&self.file, &ones, bstart)?;
             let g = off + pos as u64;
             let n = (d.block_size - g % d.block_size).min((data.len() - pos) as u64) as usize;
-            fileio::write_full(
+            // The data area is a hole here: zero pages stay holes.
+            fileio::write_sparse(
                 &self.file,
                 &data[pos..pos + n],
                 bstart + d.bitmap_size + g % d.block_size,
+                true,
             )?;
             pos += n;
         }
@@ -397,7 +399,7 @@ impl BlockDriver for Vpc {
         crate::driver::check_writable(self.read_only)?;
         self.check_range(offset, buf.len() as u64)?;
         let Some(d) = self.dynamic else {
-            return Ok(fileio::write_full(&self.file, buf, offset)?);
+            return Ok(fileio::write_sparse(&self.file, buf, offset, false)?);
         };
         let mut in_place: Vec<(u64, usize, usize)> = Vec::new();
         {
@@ -424,7 +426,7 @@ impl BlockDriver for Vpc {
             }
         }
         for (h, pos, n) in in_place {
-            fileio::write_full(&self.file, &buf[pos..pos + n], h)?;
+            fileio::write_sparse(&self.file, &buf[pos..pos + n], h, false)?;
         }
         Ok(())
     }

@@ -140,7 +140,9 @@ fn read_headers(f: &File) -> Result<([Option<Header>; 2], usize)> {
 /// The region table (the second copy if the first is damaged), metadata and BAT location.
 fn read_layout(f: &File, ov: Option<&Overlay>, h: &Header) -> Result<Layout> {
     let mut regions = Regions::default();
-    regions.register(0, header::HEADER_SECTION_END);
+    // What virtkit itself rewrites (headers) or reads first (region tables) must not be
+    // claimed by anything else; QEMU does not check this.
+    regions.register(0, header::FIXED_END);
     regions.register(h.log_offset, h.log_length as u64);
     let mut rt = vec![0u8; header::BLOCK_64K as usize];
     read_through(f, ov, &mut rt, header::REGION1_OFFSET)?;
@@ -304,6 +306,9 @@ fn parent_path(image: &Path, md: &Metadata) -> Result<Option<String>> {
                 if let Some(rest) = p.strip_prefix(pre) {
                     p = rest.to_string();
                 }
+            }
+            while let Some(rest) = p.strip_prefix("./") {
+                p = rest.to_string();
             }
             if !p.is_empty() && !p.contains('\0') {
                 cands.push(p);

@@ -277,7 +277,12 @@ fn same_info(img: &Path) {
     assert_eq!(v.json()["actual-size"], q.json()["actual-size"]);
     let q = qemu_img(&["info", "-f", "vhdx", s(img)]);
     let v = vk(&["info", "-f", "vhdx", s(img)]);
-    assert_eq!(v.stdout, q.stdout);
+    // qemu-img before 8.0 does not show the child node.
+    let mut vs = v.stdout.as_str();
+    if !q.stdout.contains("Child node") {
+        vs = vs.split("Child node").next().unwrap();
+    }
+    assert_eq!(vs, q.stdout);
 }
 
 #[test]
@@ -1230,10 +1235,15 @@ fn kill_loop(args: &[&str], img: &Path, prepare: &dyn Fn(), old: &[u8], new: &[u
     let full = t.elapsed().as_millis().max(60) as u64;
     let mut rng = Rng::new(seed);
     let mut interrupted = 0;
-    for i in 0..6 {
+    let mut ms = full;
+    for i in 0..8 {
         prepare();
-        let delay = Duration::from_millis(full / 10 + rng.below(full * 8 / 10 + 1));
+        let delay = Duration::from_millis(ms / 10 + rng.below(ms * 8 / 10 + 1));
         let (running, pct) = kill_after(args, delay);
+        if !running {
+            // Finished before the kill (the calibration ran slower): aim earlier.
+            ms = ms * 2 / 3;
+        }
         if !img.exists() {
             continue;
         }

@@ -329,7 +329,8 @@ impl Regions {
                 "VHDX region at {start} of length {len} is out of range"
             ));
         };
-        for &(s, e) in &self.0 {
+        // Latest first, as QEMU's list (so the same region is named).
+        for &(s, e) in self.0.iter().rev() {
             if !(start >= e || end <= s) {
                 // QEMU prints the last number with "%.lu", which shows 0 as nothing.
                 let e_txt = if e == 0 { String::new() } else { e.to_string() };

@@ -14,8 +14,10 @@ pub const HEADER1_OFFSET: u64 = BLOCK_64K;
 pub const HEADER2_OFFSET: u64 = 2 * BLOCK_64K;
 pub const REGION1_OFFSET: u64 = 3 * BLOCK_64K;
 pub const REGION2_OFFSET: u64 = 4 * BLOCK_64K;
-/// The header section is 1 MiB; nothing else may live there.
+/// The header section is 1 MiB (the log starts after it).
 pub const HEADER_SECTION_END: u64 = MIB;
+/// End of the file identifier, headers and region tables: what nothing else may overlap.
+pub const FIXED_END: u64 = REGION2_OFFSET + BLOCK_64K;
 /// The checksum of a header covers its whole 4 KiB.
 pub const HEADER_SIZE: usize = 4096;
 /// Bytes of a header that carry fields (the rest of the 4 KiB is reserved).
@@ -327,7 +329,8 @@ impl Regions {
                 "VHDX region at {start} of length {len} is out of range"
             ));
         };
-        for &(s, e) in &self.0 {
+        // Latest first, as QEMU's list (so the same region is named).
+        for &(s, e) in self.0.iter().rev() {
             if !(start >= e || end <= s) {
                 // QEMU prints the last number with "%.lu", which shows 0 as nothing.
                 let e_txt = if e == 0 { String::new() } else { e.to_string() };

@@ -7,7 +7,7 @@
 //! descriptor; its CRC-32C covers the whole entry. Entries of one sequence carry the log GUID
 //! of the current header and consecutive sequence numbers.
 
-use super::header::{checksum, le32, le64, put32, put64, Guid, Header, HEADER_SECTION_END, MIB};
+use super::header::{checksum, le32, le64, put32, put64, Guid, Header, FIXED_END, MIB};
 use crate::error::{corrupt, Error, Result};
 use crate::fileio;
 use std::collections::BTreeMap;
@@ -386,7 +386,7 @@ pub fn data_sector(f: &File, d: &DataRef) -> Result<Vec<u8>> {
 
 /// Checks every entry before anything is written: the file was not truncated behind the
 /// log's back (FlushedFileOffset), data sectors carry their entry's sequence number, and
-/// every write stays out of the header section and the log and inside the file.
+/// every write stays clear of the headers, region tables and log, and inside the file.
 pub fn plan(f: &File, entries: &[Entry], log: &LogInfo, file_len: u64) -> Result<Replay> {
     let mut file_end = file_len;
     for e in entries {
@@ -415,10 +415,7 @@ pub fn plan(f: &File, entries: &[Entry], log: &LogInfo, file_len: u64) -> Result
                 Desc::Zero { target, len } => (target, len),
             };
             let end = target.saturating_add(len);
-            if target < HEADER_SECTION_END
-                || end > file_end
-                || (target < log_end && end > log.offset)
-            {
+            if target < FIXED_END || end > file_end || (target < log_end && end > log.offset) {
                 return corrupt(format!(
                     "VHDX log entry {} writes {len} bytes at offset {target}, outside the image's metadata",
                     e.seq

@@ -3,9 +3,14 @@
 //!
 //! Metadata changes go through the log. A write that allocates blocks writes its data at the
 //! end of the file first, then appends one log entry holding the new BAT sectors; the BAT
-//! itself is only rewritten in place at a checkpoint (log full, flush, close): sync, write the
-//! logged sectors in place, sync, clear the log GUID in both headers. A kill at any moment
+//! itself is only rewritten in place at a checkpoint (log full, flush, close): write the
+//! logged sectors in place, then clear the log GUID in both headers. A kill at any moment
 //! leaves either the old BAT or a log whose replay (by virtkit or QEMU) gives the new one.
+//!
+//! Like a disk with a write-back cache (and qemu-img convert, whose target is cache=unsafe),
+//! only `flush` waits for the disk: it syncs data and log before the in-place writes and
+//! those before the header switch, so a power loss keeps everything flushed. Without a
+//! flush the syscall order alone keeps the image consistent across a kill.
 //!
 //! A dirty log is replayed on a read-write open, as QEMU does; a read-only open replays it in
 //! memory (an overlay over the file) and never writes.
@@ -140,7 +145,9 @@ fn read_headers(f: &File) -> Result<([Option<Header>; 2], usize)> {
 /// The region table (the second copy if the first is damaged), metadata and BAT location.
 fn read_layout(f: &File, ov: Option<&Overlay>, h: &Header) -> Result<Layout> {
     let mut regions = Regions::default();
-    regions.register(0, header::HEADER_SECTION_END);
+    // What virtkit itself rewrites (headers) or reads first (region tables) must not be
+    // claimed by anything else; QEMU does not check this.
+    regions.register(0, header::FIXED_END);
     regions.register(h.log_offset, h.log_length as u64);
     let mut rt = vec![0u8; header::BLOCK_64K as usize];
     read_through(f, ov, &mut rt, header::REGION1_OFFSET)?;
@@ -305,6 +312,9 @@ fn parent_path(image: &Path, md: &Metadata) -> Result<Option<String>> {
                     p = rest.to_string();
                 }
             }
+            while let Some(rest) = p.strip_prefix("./") {
+                p = rest.to_string();
+            }
             if !p.is_empty() && !p.contains('\0') {
                 cands.push(p);
             }
@@ -414,7 +424,7 @@ pub fn open(path: &Path, o: &OpenCtx) -> Result<Opened> {
         // As QEMU: the replay is a visible write, then the log is marked empty.
         let mut m = img.lock();
         m.file_len = fileio::file_len(&img.file)?;
-        img.first_write(&mut m, Guid::ZERO)?;
+        img.first_write(&mut m, Guid::ZERO, true)?;
         m.replayed_on_open = true;
     }
     Ok(Opened {
@@ -447,7 +457,13 @@ impl Vhdx {
     /// Writes both headers in turn (the inactive one becomes current each time), as MS-VHDX
     /// asks: new sequence number, this session's file write GUID, `log_guid`, and a new data
     /// write GUID when `new_data` (before the first guest-visible change).
-    fn update_headers(&self, m: &mut Meta, new_data: bool, log_guid: Guid) -> Result<()> {
+    fn update_headers(
+        &self,
+        m: &mut Meta,
+        new_data: bool,
+        log_guid: Guid,
+        durable: bool,
+    ) -> Result<()> {
         let session = *m.session_guid.get_or_insert_with(Guid::random);
         let base = m.header().clone();
         let dw = if new_data {
@@ -473,7 +489,9 @@ impl Vhdx {
             let mut blk = vec![0u8; HEADER_SIZE];
             fileio::read_full(&self.file, &mut blk, off)?;
             fileio::write_full(&self.file, &h.serialize(&blk), off)?;
-            self.file.sync_data()?;
+            if durable {
+                self.file.sync_data()?;
+            }
             m.headers[idx] = Some(h);
             m.cur = idx;
         }
@@ -482,11 +500,9 @@ impl Vhdx {
 
     /// Before the first change of this open: new file and data write GUIDs (and, when
     /// given, the log GUID of a new log session) in both headers.
-    fn first_write(&self, m: &mut Meta, log_guid: Guid) -> Result<()> {
+    fn first_write(&self, m: &mut Meta, log_guid: Guid, durable: bool) -> Result<()> {
         m.session_guid = Some(Guid::random());
-        self.update_headers(m, true, log_guid)?;
-        m.durable_len = m.file_len;
-        Ok(())
+        self.update_headers(m, true, log_guid, durable)
     }
 
     fn begin_write(&self, m: &mut Meta) -> Result<()> {
@@ -497,7 +513,7 @@ impl Vhdx {
         }
         if m.session_guid.is_none() {
             let guid = Guid::random();
-            self.first_write(m, guid)?;
+            self.first_write(m, guid, false)?;
             m.log = Some(Session { guid, pos: 0 });
         }
         Ok(())
@@ -544,9 +560,9 @@ impl Vhdx {
             if !fits {
                 let guid = Guid::random();
                 if m.log.is_some() {
-                    self.checkpoint_to(m, guid)?;
+                    self.checkpoint_to(m, guid, false)?;
                 } else {
-                    self.update_headers(m, false, guid)?;
+                    self.update_headers(m, false, guid, false)?;
                     m.log = Some(Session { guid, pos: 0 });
                 }
             }
@@ -563,30 +579,36 @@ impl Vhdx {
         Ok(())
     }
 
-    /// Makes everything durable, writes the logged BAT sectors in place and marks the log
-    /// empty.
-    fn checkpoint(&self, m: &mut Meta) -> Result<()> {
+    /// Writes the logged BAT sectors in place and marks the log empty (`durable`: with the
+    /// syncs that make it survive a power loss).
+    fn checkpoint(&self, m: &mut Meta, durable: bool) -> Result<()> {
         if m.log.is_none() {
             return Ok(());
         }
-        self.checkpoint_to(m, Guid::ZERO)
+        self.checkpoint_to(m, Guid::ZERO, durable)
     }
 
     /// As `checkpoint`, the headers then naming `next` as the log GUID (a new session
     /// starting at the beginning of the log) or none.
-    fn checkpoint_to(&self, m: &mut Meta, next: Guid) -> Result<()> {
-        self.file.sync_data()?;
-        m.durable_len = m.file_len;
+    fn checkpoint_to(&self, m: &mut Meta, next: Guid, durable: bool) -> Result<()> {
+        if durable {
+            // Data and log entries before the in-place writes they justify.
+            self.file.sync_data()?;
+            m.durable_len = m.file_len;
+        }
         if !m.dirty.is_empty() {
             let dirty: Vec<u64> = m.dirty.iter().copied().collect();
             for k in dirty {
                 let s = self.bat_sector(m, k)?;
                 fileio::write_full(&self.file, &s, m.lay.bat_offset + k * log::SECTOR)?;
             }
-            self.file.sync_data()?;
+            if durable {
+                // The BAT before the headers that drop the log.
+                self.file.sync_data()?;
+            }
             m.dirty.clear();
         }
-        self.update_headers(m, false, next)?;
+        self.update_headers(m, false, next, durable)?;
         m.log = (!next.is_zero()).then_some(Session { guid: next, pos: 0 });
         Ok(())
     }
@@ -662,7 +684,7 @@ impl Vhdx {
         r.apply(&self.file)?;
         m.overlay = None;
         m.file_len = fileio::file_len(&self.file)?;
-        self.first_write(m, Guid::ZERO)?;
+        self.first_write(m, Guid::ZERO, true)?;
         let h = m.header().clone();
         let lay = read_layout(&self.file, None, &h)?;
         if lay.g != self.g {
@@ -689,7 +711,7 @@ impl Drop for Vhdx {
         if !self.read_only {
             let m = &mut *self.m.lock().unwrap_or_else(|p| p.into_inner());
             // Best effort: a failure leaves a log that the next open replays.
-            let _ = self.checkpoint(m);
+            let _ = self.checkpoint(m, false);
         }
     }
 }
@@ -900,7 +922,7 @@ impl BlockDriver for Vhdx {
     fn flush(&self) -> Result<()> {
         if !self.read_only {
             let mut m = self.lock();
-            self.checkpoint(&mut m)?;
+            self.checkpoint(&mut m, true)?;
             self.file.sync_data()?;
         }
         Ok(())

@@ -236,8 +236,10 @@ fn io_text(e: &std::io::Error) -> String {
     s.split(" (os error").next().unwrap_or(&s).to_string()
 }
 
-/// Reads a descriptor as QEMU's vmdk_read_desc: at most 1 MiB - 1 bytes from `off`.
+/// Reads a descriptor as QEMU's vmdk_read_desc: at most 1 MiB - 1 bytes from `off` (QEMU
+/// sees the file's length in whole sectors).
 fn read_desc(f: &File, file_len: u64, off: u64) -> Result<Vec<u8>> {
+    let file_len = file_len.div_ceil(512) * 512;
     if file_len < 4 {
         return corrupt("File is too small, not a valid image");
     }

@@ -83,7 +83,7 @@ fn above_base(
         n = st.len.clamp(1, n);
         match st.alloc {
             Alloc::Data { .. } => return Ok((Above::Data, n)),
-            Alloc::Zero { .. } => return Ok((Above::Zero, n)),
+            Alloc::Zero { .. } | Alloc::DataZero { .. } => return Ok((Above::Zero, n)),
             Alloc::Unallocated { .. } => {}
         }
         if d + 1 == base_depth {

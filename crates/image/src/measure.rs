@@ -376,7 +376,7 @@ fn chain_data(
                 };
             }
             Alloc::Data { .. } => return Ok((true, n)),
-            Alloc::Zero { .. } => return Ok((false, n)),
+            Alloc::Zero { .. } | Alloc::DataZero { .. } => return Ok((false, n)),
             Alloc::Unallocated { .. } => match l.backing() {
                 Some(b) if off < b.virtual_size() => {
                     n = n.min(b.virtual_size() - off);

@@ -4,7 +4,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 mkdir -p .build
-cargo test --release --workspace --locked 2>&1 | tee .build/unit.log
+cargo test --profile ci --workspace --locked 2>&1 | tee .build/unit.log
 rc=${PIPESTATUS[0]}
 read -r passed failed < <(awk '/^test result:/ {
   for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i }

@@ -26,6 +26,8 @@ pub const MAX_DIR_SIZE: u64 = 1024 * MAX_BITMAPS as u64;
 const MAX_TABLE_SIZE: u64 = 0x800_0000;
 /// Bound on one bitmap's data, which bounds what a bitmap may make us hold in memory.
 const MAX_PHYS_SIZE: u64 = 0x2000_0000;
+/// All bitmap tables of an image together (far above what real images use: 128M entries).
+const MAX_TOTAL_TABLE_BYTES: u64 = 1 << 30;
 pub const MAX_GRANULARITY_BITS: u32 = 31;
 pub const MIN_GRANULARITY_BITS: u32 = 9;
 pub const MAX_NAME_SIZE: usize = 1023;
@@ -230,10 +232,17 @@ pub fn load_directory(f: &File, h: &Header, file_len: u64, len: u64) -> Result<O
     if count != nb {
         return corrupt("Less bitmaps found than specified in header extension");
     }
-    for (i, b) in bitmaps.iter().enumerate() {
-        if bitmaps[..i].iter().any(|o| o.name == b.name) {
+    let mut names = std::collections::HashSet::new();
+    for b in &bitmaps {
+        if !names.insert(b.name.as_str()) {
             return corrupt(format!("Bitmap already exists: {}", b.name));
         }
+    }
+    // Each table is bounded; their sum is too, so that walking every table (check, storing
+    // tracked bitmaps) stays bounded whatever a hostile directory repeats.
+    let total: u64 = bitmaps.iter().map(|b| b.table_size as u64 * 8).sum();
+    if total > MAX_TOTAL_TABLE_BYTES {
+        return corrupt("Bitmap tables are too large");
     }
     Ok(Some(Directory {
         offset,
@@ -602,7 +611,7 @@ pub(crate) enum Track {
     /// Bitmaps we marked in use: (name, records writes), the disk size when they were marked,
     /// and the guest byte ranges written since (merged, start -> end).
     Active {
-        names: Vec<(String, bool)>,
+        names: std::collections::HashMap<String, bool>,
         size: u64,
         ranges: BTreeMap<u64, u64>,
         /// Ranges are kept at this alignment (the finest tracked granularity).
@@ -639,7 +648,7 @@ impl State {
     /// In use on disk because this process marked it (its content is good in memory).
     fn ours(&self, name: &str) -> bool {
         match &self.track {
-            Track::Active { names, .. } => names.iter().any(|(n, _)| n == name),
+            Track::Active { names, .. } => names.contains_key(name),
             Track::Idle => false,
         }
     }
@@ -660,11 +669,6 @@ pub fn not_found(name: &str) -> Error {
 }
 
 impl Meta {
-    fn dir_entry_offset(&self, i: usize) -> Option<u64> {
-        let d = self.bm.dir.as_ref()?;
-        Some(d.offset + d.bitmaps[..i].iter().map(|b| b.entry_len()).sum::<u64>())
-    }
-
     /// Marks bitmaps in use on disk before the guest data they describe changes: the enabled
     /// consistent ones (they record writes), and with `all` every consistent one (a resize
     /// changes them all). A barrier follows, so no data write overtakes the flags.
@@ -675,7 +679,10 @@ impl Meta {
         let size = self.hdr.size;
         let cs = self.g.cs;
         let mut marked = Vec::new();
+        let mut entry_at = dir.offset;
         for (i, b) in dir.bitmaps.iter().enumerate() {
+            let at = entry_at + 12;
+            entry_at += b.entry_len();
             if b.in_use() || !(all || b.auto()) {
                 continue;
             }
@@ -686,7 +693,6 @@ impl Meta {
                     b.name
                 ));
             }
-            let at = self.dir_entry_offset(i).expect("directory present") + 12;
             fileio::write_full(&self.f, &(b.flags | FLAG_IN_USE).to_be_bytes(), at)?;
             marked.push((i, b.name.clone(), b.auto()));
         }
@@ -706,7 +712,7 @@ impl Meta {
                 names, align: a, ..
             } => {
                 for (_, n, rec) in marked {
-                    names.push((n, rec));
+                    names.insert(n, rec);
                 }
                 *a = (*a).min(align);
             }
@@ -773,7 +779,7 @@ impl Meta {
         let mut frees = Vec::new();
         let result = (|| -> Result<()> {
             for b in list.iter_mut() {
-                let Some((_, records)) = names.iter().find(|(n, _)| *n == b.name) else {
+                let Some(records) = names.get(&b.name) else {
                     continue;
                 };
                 let mut c = Content::load(&f, b, cs, old_size)?;

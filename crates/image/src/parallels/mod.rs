@@ -31,6 +31,8 @@ use std::sync::{Mutex, MutexGuard};
 
 /// QEMU's default prealloc-size: the file grows by at least this much at a time.
 const PREALLOC_BYTES: u64 = 128 << 20;
+/// Most cluster slots the allocator tracks (256 MiB of bitmap).
+const MAX_SLOTS: u64 = 1 << 31;
 
 /// Whether the file's first bytes (at most 512, fewer for shorter files) are a parallels image.
 pub fn probe(head: &[u8], _path: &Path) -> bool {
@@ -189,6 +191,12 @@ pub fn open(path: &Path, o: &OpenCtx) -> Result<Opened> {
         }
         protect.retain(|&c| c.saturating_add(g.cs) <= len);
     }
+    let original = hdr;
+    // The allocator's bitmap covers the file: refuse (as QEMU's failing allocation does)
+    // rather than size it by a petabyte-long sparse file.
+    if o.writable && len.saturating_sub(data_start * 512).div_ceil(g.cs) > MAX_SLOTS {
+        return Err(Error::Io(std::io::Error::from_raw_os_error(libc::ENOMEM)));
+    }
     if o.writable {
         if !hdr.old_magic() && data_start % g.tracks != 0 {
             return Err(Error::Unsupported(
@@ -211,8 +219,11 @@ pub fn open(path: &Path, o: &OpenCtx) -> Result<Opened> {
     };
     m.data_end = data_end(&m, &g);
     need_check |= m.data_end > file_sectors;
-    need_check |= !rebuild_used(&mut m, &g, len);
-    let img = Parallels {
+    // Only writers allocate.
+    if o.writable {
+        need_check |= !rebuild_used(&mut m, &g, len);
+    }
+    let mut img = Parallels {
         path: path.to_path_buf(),
         file,
         g,
@@ -221,8 +232,12 @@ pub fn open(path: &Path, o: &OpenCtx) -> Result<Opened> {
         m: Mutex::new(m),
     };
     if o.writable && !o.for_check && need_check {
-        img.check(Repair::All)
-            .map_err(|e| Error::Corrupt(format!("Could not repair corrupted image: {e}")))?;
+        if let Err(e) = img.check(Repair::All) {
+            // Put the in-use mark back as it was; no close, no trimming.
+            let _ = img.write_header(&original);
+            img.read_only = true;
+            return corrupt(format!("Could not repair corrupted image: {e}"));
+        }
     }
     Ok(Opened {
         image: Box::new(img),
@@ -250,9 +265,12 @@ fn data_end(m: &Meta, g: &Geometry) -> u64 {
 /// image needs a check).
 fn rebuild_used(m: &mut Meta, g: &Geometry, len: u64) -> bool {
     let ds = m.data_start * 512;
-    let Some(payload) = len.checked_sub(ds) else {
-        m.used = Bitmap::default();
-        return false;
+    let payload = match len.checked_sub(ds) {
+        Some(p) if p.div_ceil(g.cs) <= MAX_SLOTS => p,
+        _ => {
+            m.used = Bitmap::default();
+            return false;
+        }
     };
     let mut used = Bitmap::new(payload.div_ceil(g.cs));
     let mut ok = true;

@@ -216,12 +216,14 @@ pub fn open(path: &Path, o: &OpenCtx) -> Result<Opened> {
     };
     // Not closed cleanly: check and repair before any write (QEMU does the same; a
     // read-only open may read an inconsistent image as it is).
-    if o.writable && !o.for_check && img.lock().hdr.features & header::F_NEED_CHECK != 0 {
-        if img.check(Repair::All).is_err() {
-            // Left as found: dropping must not mark the image clean.
-            img.read_only = true;
-            return corrupt("Image corrupted");
-        }
+    if o.writable
+        && !o.for_check
+        && img.lock().hdr.features & header::F_NEED_CHECK != 0
+        && img.check(Repair::All).is_err()
+    {
+        // Left as found: dropping must not mark the image clean.
+        img.read_only = true;
+        return corrupt("Image corrupted");
     }
     if o.writable && img.lock().hdr.autoclear_features & !header::AUTOCLEAR_FEATURE_MASK != 0 {
         // Knock out autoclear bits we do not maintain, as QEMU does, so that a newer

@@ -9,7 +9,9 @@
 //! the next read-write open (a read-only open leaves it as it is).
 //!
 //! Allocation follows QEMU: holes in the data area first, else the end, where the file grows
-//! by the request plus 128 MiB of preallocation (fallocate), trimmed at close. Crash safety:
+//! by the request plus 128 MiB of preallocation (fallocate, QEMU's default prealloc-mode;
+//! on tmpfs, where that costs memory and time, a sparse extension: QEMU's "truncate" mode),
+//! trimmed at close. Crash safety:
 //! the grown file size is synced before any BAT entry points into it, data is written before
 //! its BAT entry, a BAT entry is cleared before its cluster is punched. A kill leaves at worst
 //! leaked space (and the in-use mark QEMU's check reports).
@@ -146,7 +148,17 @@ pub struct Parallels {
     g: Geometry,
     size: u64,
     read_only: bool,
+    /// Preallocate with fallocate (else by extending the file sparsely).
+    falloc: bool,
     m: Mutex<Meta>,
+}
+
+/// Whether reserving space is cheap for this file (not on tmpfs, where it takes memory).
+fn falloc_is_cheap(f: &File) -> bool {
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    // f_type's width differs between architectures.
+    #[allow(clippy::unnecessary_cast)]
+    rustix::fs::fstatfs(f).is_ok_and(|s| s.f_type as i64 != TMPFS_MAGIC)
 }
 
 pub fn open(path: &Path, o: &OpenCtx) -> Result<Opened> {
@@ -223,12 +235,14 @@ pub fn open(path: &Path, o: &OpenCtx) -> Result<Opened> {
     if o.writable {
         need_check |= !rebuild_used(&mut m, &g, len);
     }
+    let falloc = o.writable && falloc_is_cheap(&file);
     let mut img = Parallels {
         path: path.to_path_buf(),
         file,
         g,
         size,
         read_only: !o.writable,
+        falloc,
         m: Mutex::new(m),
     };
     if o.writable && !o.for_check && need_check {
@@ -381,9 +395,8 @@ impl Parallels {
                     .checked_add(bytes)
                     .filter(|&e| e <= i64::MAX as u64)
                     .ok_or_else(|| Error::Invalid("Image file is too large".into()))?;
-                if fileio::fallocate(&self.file, host, bytes).is_err()
-                    && fileio::file_len(&self.file)? < end
-                {
+                let reserved = self.falloc && fileio::fallocate(&self.file, host, bytes).is_ok();
+                if !reserved && fileio::file_len(&self.file)? < end {
                     self.file.set_len(end)?;
                 }
                 // The new size is durable before BAT entries point into it.

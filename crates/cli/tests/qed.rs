@@ -273,6 +273,10 @@ fn qed_virtkit_writes_pass_qemu_check() {
         vk(&a).assert_ok();
         qemu_check_clean(&out);
         qemu_compare_identical(&out, "qed", &src, "raw");
+        // virtkit's compare, through the generic code, agrees.
+        let c = vk(&["compare", "-f", "qed", "-F", "raw", s(&out), s(&src)]);
+        c.assert_ok();
+        assert_eq!(c.stdout, "Images are identical.\n");
         same_read_and_map(&out);
         same_info(&out);
         // Clean close: the need-check flag is not left behind.
@@ -341,6 +345,20 @@ fn qed_library_writes_over_backing_file() {
         &model,
     );
     same_read_and_map(&ov);
+    // compare, through the generic code, as qemu-img: equal to the model, and where it
+    // first differs from the base.
+    let m = d.path().join("model.raw");
+    write_raw(&m, &model);
+    for other in [&m, &base] {
+        let a = ["compare", "-f", "qed", "-F", "raw", s(&ov), s(other)];
+        let (v, q) = (vk(&a), qemu_img(&a));
+        assert_eq!(
+            (v.code, &v.stdout),
+            (q.code, &q.stdout),
+            "compare with {}",
+            other.display()
+        );
+    }
 }
 
 #[test]

@@ -21,6 +21,9 @@ fn say(r: &mut CheckReport, m: String) {
 }
 
 pub fn check(img: &Parallels, repair: Repair) -> Result<CheckReport> {
+    if repair != Repair::None {
+        crate::driver::check_writable(img.read_only)?;
+    }
     let fix_errors = repair == Repair::All;
     let fix_leaks = repair != Repair::None;
     let w = if fix_errors { "Repairing" } else { "ERROR" };
@@ -157,7 +160,9 @@ fn duplicates(
 ) -> Result<()> {
     let g = img.geometry();
     let ds = m.data_start * 512;
-    let end = r.image_end_offset;
+    // Entries past the end of the file were reported as outside; the bitmap covers the file.
+    let len = fileio::file_len(&img.file)?.div_ceil(512) * 512;
+    let end = r.image_end_offset.min(len);
     if end <= ds {
         return Ok(());
     }

@@ -31,6 +31,10 @@ fn bad<T>(m: impl Into<String>) -> Result<T> {
 
 /// Reads and validates the extension cluster at `off` (bytes). `sectors`: the disk size.
 pub fn read(f: &File, off: u64, cs: u64, sectors: u64) -> Result<Extension> {
+    // Past the end of the file QEMU would checksum zeros; a real extension is in the file.
+    if off.saturating_add(cs) > fileio::file_len(f)? {
+        return bad("Format Extension cluster lies past the end of the file");
+    }
     let mut ext = Extension {
         clusters: vec![off],
         bitmaps: 0,

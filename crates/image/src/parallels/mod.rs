@@ -9,7 +9,9 @@
 //! the next read-write open (a read-only open leaves it as it is).
 //!
 //! Allocation follows QEMU: holes in the data area first, else the end, where the file grows
-//! by the request plus 128 MiB of preallocation (fallocate), trimmed at close. Crash safety:
+//! by the request plus 128 MiB of preallocation (fallocate, QEMU's default prealloc-mode;
+//! on tmpfs, where that costs memory and time, a sparse extension: QEMU's "truncate" mode),
+//! trimmed at close. Crash safety:
 //! the grown file size is synced before any BAT entry points into it, data is written before
 //! its BAT entry, a BAT entry is cleared before its cluster is punched. A kill leaves at worst
 //! leaked space (and the in-use mark QEMU's check reports).
@@ -31,6 +33,8 @@ use std::sync::{Mutex, MutexGuard};
 
 /// QEMU's default prealloc-size: the file grows by at least this much at a time.
 const PREALLOC_BYTES: u64 = 128 << 20;
+/// Most cluster slots the allocator tracks (256 MiB of bitmap).
+const MAX_SLOTS: u64 = 1 << 31;
 
 /// Whether the file's first bytes (at most 512, fewer for shorter files) are a parallels image.
 pub fn probe(head: &[u8], _path: &Path) -> bool {
@@ -144,7 +148,17 @@ pub struct Parallels {
     g: Geometry,
     size: u64,
     read_only: bool,
+    /// Preallocate with fallocate (else by extending the file sparsely).
+    falloc: bool,
     m: Mutex<Meta>,
+}
+
+/// Whether reserving space is cheap for this file (not on tmpfs, where it takes memory).
+fn falloc_is_cheap(f: &File) -> bool {
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    // f_type's width differs between architectures.
+    #[allow(clippy::unnecessary_cast)]
+    rustix::fs::fstatfs(f).is_ok_and(|s| s.f_type as i64 != TMPFS_MAGIC)
 }
 
 pub fn open(path: &Path, o: &OpenCtx) -> Result<Opened> {
@@ -189,6 +203,12 @@ pub fn open(path: &Path, o: &OpenCtx) -> Result<Opened> {
         }
         protect.retain(|&c| c.saturating_add(g.cs) <= len);
     }
+    let original = hdr;
+    // The allocator's bitmap covers the file: refuse (as QEMU's failing allocation does)
+    // rather than size it by a petabyte-long sparse file.
+    if o.writable && len.saturating_sub(data_start * 512).div_ceil(g.cs) > MAX_SLOTS {
+        return Err(Error::Io(std::io::Error::from_raw_os_error(libc::ENOMEM)));
+    }
     if o.writable {
         if !hdr.old_magic() && data_start % g.tracks != 0 {
             return Err(Error::Unsupported(
@@ -211,18 +231,27 @@ pub fn open(path: &Path, o: &OpenCtx) -> Result<Opened> {
     };
     m.data_end = data_end(&m, &g);
     need_check |= m.data_end > file_sectors;
-    need_check |= !rebuild_used(&mut m, &g, len);
-    let img = Parallels {
+    // Only writers allocate.
+    if o.writable {
+        need_check |= !rebuild_used(&mut m, &g, len);
+    }
+    let falloc = o.writable && falloc_is_cheap(&file);
+    let mut img = Parallels {
         path: path.to_path_buf(),
         file,
         g,
         size,
         read_only: !o.writable,
+        falloc,
         m: Mutex::new(m),
     };
     if o.writable && !o.for_check && need_check {
-        img.check(Repair::All)
-            .map_err(|e| Error::Corrupt(format!("Could not repair corrupted image: {e}")))?;
+        if let Err(e) = img.check(Repair::All) {
+            // Put the in-use mark back as it was; no close, no trimming.
+            let _ = img.write_header(&original);
+            img.read_only = true;
+            return corrupt(format!("Could not repair corrupted image: {e}"));
+        }
     }
     Ok(Opened {
         image: Box::new(img),
@@ -250,9 +279,12 @@ fn data_end(m: &Meta, g: &Geometry) -> u64 {
 /// image needs a check).
 fn rebuild_used(m: &mut Meta, g: &Geometry, len: u64) -> bool {
     let ds = m.data_start * 512;
-    let Some(payload) = len.checked_sub(ds) else {
-        m.used = Bitmap::default();
-        return false;
+    let payload = match len.checked_sub(ds) {
+        Some(p) if p.div_ceil(g.cs) <= MAX_SLOTS => p,
+        _ => {
+            m.used = Bitmap::default();
+            return false;
+        }
     };
     let mut used = Bitmap::new(payload.div_ceil(g.cs));
     let mut ok = true;
@@ -363,9 +395,8 @@ impl Parallels {
                     .checked_add(bytes)
                     .filter(|&e| e <= i64::MAX as u64)
                     .ok_or_else(|| Error::Invalid("Image file is too large".into()))?;
-                if fileio::fallocate(&self.file, host, bytes).is_err()
-                    && fileio::file_len(&self.file)? < end
-                {
+                let reserved = self.falloc && fileio::fallocate(&self.file, host, bytes).is_ok();
+                if !reserved && fileio::file_len(&self.file)? < end {
                     self.file.set_len(end)?;
                 }
                 // The new size is durable before BAT entries point into it.

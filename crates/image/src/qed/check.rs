@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 
 /// QEMU allocates its bitmap with g_try_new0 and fails with ENOMEM when it cannot; a bitmap
 /// larger than this (a sparse file of petabytes) is refused the same way.
-const MAX_BITMAP_BITS: u64 = 1 << 33;
+const MAX_BITMAP_BITS: u64 = 1 << 31;
 
 /// Table entries read at a time.
 const CHUNK: u64 = 1 << 16;
@@ -49,6 +49,9 @@ impl Used {
 }
 
 pub fn check(img: &Qed, fix: bool) -> Result<CheckReport> {
+    if fix {
+        crate::driver::check_writable(img.read_only)?;
+    }
     let g = img.geometry();
     let mut m = img.lock();
     let hdr = m.hdr;

@@ -167,7 +167,7 @@ pub fn open(path: &Path, o: &OpenCtx) -> Result<Opened> {
     let len = fileio::file_len(&file)?;
     let mut b = [0u8; header::LEN];
     fileio::read_full(&file, &mut b, 0)?;
-    let mut hdr = Header::decode(&b)?;
+    let hdr = Header::decode(&b)?;
     // QEMU rounds the file length down to the last cluster.
     let file_size = if header::cluster_size_valid(hdr.cluster_size as u64) {
         len & !(hdr.cluster_size as u64 - 1)
@@ -194,19 +194,12 @@ pub fn open(path: &Path, o: &OpenCtx) -> Result<Opened> {
     let backing_format = (backing_name.is_some()
         && hdr.features & header::F_BACKING_FORMAT_NO_PROBE != 0)
         .then(|| "raw".to_string());
-    if o.writable && hdr.autoclear_features & !header::AUTOCLEAR_FEATURE_MASK != 0 {
-        // Knock out autoclear bits we do not maintain, as QEMU does, so that a newer
-        // program sees its feature is no longer valid.
-        hdr.autoclear_features &= header::AUTOCLEAR_FEATURE_MASK;
-        fileio::write_full(&file, &hdr.encode(), 0)?;
-        file.sync_data()?;
-    }
     let l1 = table::read_entries(
         &file,
         hdr.l1_table_offset,
         g.l1_needed(hdr.image_size) as usize,
     )?;
-    let img = Qed {
+    let mut img = Qed {
         path: path.to_path_buf(),
         file,
         g,
@@ -223,9 +216,22 @@ pub fn open(path: &Path, o: &OpenCtx) -> Result<Opened> {
     };
     // Not closed cleanly: check and repair before any write (QEMU does the same; a
     // read-only open may read an inconsistent image as it is).
-    if o.writable && !o.for_check && img.lock().hdr.features & header::F_NEED_CHECK != 0 {
-        img.check(Repair::All)
-            .map_err(|_| Error::Corrupt("Image corrupted".into()))?;
+    if o.writable
+        && !o.for_check
+        && img.lock().hdr.features & header::F_NEED_CHECK != 0
+        && img.check(Repair::All).is_err()
+    {
+        // Left as found: dropping must not mark the image clean.
+        img.read_only = true;
+        return corrupt("Image corrupted");
+    }
+    if o.writable && img.lock().hdr.autoclear_features & !header::AUTOCLEAR_FEATURE_MASK != 0 {
+        // Knock out autoclear bits we do not maintain, as QEMU does, so that a newer
+        // program sees its feature is no longer valid.
+        let mut m = img.lock();
+        m.hdr.autoclear_features &= header::AUTOCLEAR_FEATURE_MASK;
+        img.write_header(&m.hdr)?;
+        img.file.sync_data()?;
     }
     Ok(Opened {
         image: Box::new(img),

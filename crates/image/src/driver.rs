@@ -269,6 +269,14 @@ pub trait BlockDriver: Send + Sync {
     fn snapshot_delete(&self, _name: &str) -> Result<()> {
         Err(self.no_snapshots())
     }
+    /// Makes a read-only image show internal snapshot `id` and/or `name` instead of its
+    /// current state (QEMU's bdrv_snapshot_load_tmp, for `measure -l` and `convert -l`).
+    fn snapshot_load_tmp(&self, _id: Option<&str>, _name: Option<&str>) -> Result<()> {
+        Err(Error::Unsupported(format!(
+            "Block format '{}' used by device '' does not support temporarily loading internal snapshots",
+            self.format().name()
+        )))
+    }
     #[doc(hidden)]
     fn no_snapshots(&self) -> Error {
         Error::Unsupported(format!(

@@ -45,7 +45,7 @@ pub fn run(ctx: &Ctx, args: &[String]) -> R {
     let mut out_fmt = "raw".to_string();
     let mut olist: Vec<String> = Vec::new();
     let mut size: Option<u64> = None;
-    let mut snapshot: Option<String> = None;
+    let mut snapshot: Option<SnapshotParam> = None;
     let mut image_opts = false;
     // In order, as qemu-img's getopt loop: the first bad value is the one reported.
     for o in &a.opts {
@@ -56,7 +56,7 @@ pub fn run(ctx: &Ctx, args: &[String]) -> R {
             }
             Opt::Short('f', Some(v)) => fmt = Some(v.clone()),
             Opt::Short('O', Some(v)) => out_fmt = v.clone(),
-            Opt::Short('l', Some(v)) => snapshot = Some(v.clone()),
+            Opt::Short('l', Some(v)) => snapshot = Some(snapshot_param(ctx, v)?),
             Opt::Short('o', Some(v)) => {
                 if !option_list_ok(v) {
                     return Err(Fail::new(format!("Invalid option list: {v}")));
@@ -103,8 +103,8 @@ pub fn run(ctx: &Ctx, args: &[String]) -> R {
         Some(f) => {
             let fmt = format_for_open(f, fmt.as_deref())?;
             let img = super::open_image(ctx, f, fmt, false)?;
-            if let Some(s) = &snapshot {
-                return Err(snapshot_error(img.as_ref(), s));
+            if let Some(sp) = &snapshot {
+                load_snapshot(img.as_ref(), sp)?;
             }
             Some(img)
         }
@@ -139,28 +139,44 @@ pub fn run(ctx: &Ctx, args: &[String]) -> R {
     Ok(0)
 }
 
-/// -l: measuring from an internal snapshot. A missing snapshot fails as in qemu-img; reading
-/// a snapshot's data in place is not implemented.
-fn snapshot_error(img: &dyn BlockDriver, name: &str) -> Fail {
-    let param = name.strip_prefix("snapshot.");
-    let found = img.snapshots().ok().is_some_and(|list| {
-        list.iter().any(|s| match param {
-            None => s.id == name || s.name == name,
-            Some(_) => name
-                .split(',')
-                .filter_map(|kv| kv.strip_prefix("snapshot."))
-                .all(|kv| match kv.split_once('=') {
-                    Some(("id", v)) => s.id == v,
-                    Some(("name", v)) => s.name == v,
-                    _ => false,
-                }),
-        })
-    });
-    if found {
-        Fail::new("Failed to load snapshot: measuring from an internal snapshot is not supported")
-    } else {
-        Fail::new("Failed to load snapshot: Can't find snapshot")
+/// -l: a snapshot by ID or name, or "snapshot.id=ID,snapshot.name=NAME".
+enum SnapshotParam {
+    IdOrName(String),
+    Exact(Option<String>, Option<String>),
+}
+
+fn snapshot_param(ctx: &Ctx, v: &str) -> R<SnapshotParam> {
+    if !v.starts_with("snapshot.") {
+        return Ok(SnapshotParam::IdOrName(v.to_string()));
     }
+    let (mut id, mut name) = (None, None);
+    for (k, val) in parse_o(&[v.to_string()])? {
+        match k.as_str() {
+            "snapshot.id" => id = Some(val),
+            "snapshot.name" => name = Some(val),
+            _ => {
+                return Err(Fail::new(format!(
+                    "Invalid parameter '{}'\n{}: Failed in parsing snapshot param '{}'",
+                    show(&k),
+                    ctx.prog,
+                    show(v)
+                )))
+            }
+        }
+    }
+    Ok(SnapshotParam::Exact(id, name))
+}
+
+/// Shows the snapshot instead of the image's current state, as qemu-img does by ID first,
+/// then by name.
+fn load_snapshot(img: &dyn BlockDriver, sp: &SnapshotParam) -> R<()> {
+    let r = match sp {
+        SnapshotParam::Exact(id, name) => img.snapshot_load_tmp(id.as_deref(), name.as_deref()),
+        SnapshotParam::IdOrName(x) => img
+            .snapshot_load_tmp(Some(x), None)
+            .or_else(|_| img.snapshot_load_tmp(None, Some(x))),
+    };
+    r.map_err(|e| Fail::new(format!("Failed to load snapshot: {}", emsg(&e))))
 }
 
 const HELP: &str = r#"Usage:

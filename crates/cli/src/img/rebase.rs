@@ -165,7 +165,7 @@ fn open_new_backing(
 ) -> R<Box<dyn BlockDriver>> {
     let path = virtkit_image::chain::resolve_backing(img.filename(), name);
     let shown_path = show(&path.to_string_lossy());
-    virtkit_image::open(
+    let new = virtkit_image::open(
         Path::new(&path),
         &virtkit_image::OpenOptions {
             format: fmt,
@@ -183,7 +183,20 @@ fn open_new_backing(
             "Could not open new backing file '{}': {inner}",
             show(name)
         ))
-    })
+    })?;
+    // The image cannot sit below itself (QEMU's image locking refuses the same).
+    let me = std::fs::canonicalize(img.filename()).ok();
+    let mut layer: Option<&dyn BlockDriver> = Some(new.as_ref());
+    while let Some(l) = layer {
+        if me.is_some() && std::fs::canonicalize(l.filename()).ok() == me {
+            return Err(Fail::new(format!(
+                "Could not open new backing file '{}': Failed to get shared \"write\" lock",
+                show(name)
+            )));
+        }
+        layer = l.backing();
+    }
+    Ok(new)
 }
 
 const HELP: &str = r#"Usage:

@@ -31,43 +31,65 @@ pub(super) fn make_empty(q: &Qcow2) -> Result<()> {
         && m.hdr.incompatible_features & header::INCOMPAT_DATA_FILE == 0
         && 3 + l1c <= g.rb_entries;
     if simple {
-        reset(q, &mut m, l1c)
+        reset(q, &mut m, l1c, usize::MAX)
     } else {
         drop_active(&mut m)
     }
 }
 
-fn reset(q: &Qcow2, m: &mut Meta, l1c: u64) -> Result<()> {
+/// The fresh-layout reset; `stop_at` ends it before that step (tests simulate kills with it).
+fn reset(q: &Qcow2, m: &mut Meta, l1c: u64, stop_at: usize) -> Result<()> {
     let g = m.g;
     let cs = g.cs;
     let f = q.file.clone();
     let incompat = m.hdr.incompatible_features | INCOMPAT_DIRTY;
-    fileio::write_full(&f, &incompat.to_be_bytes(), OFF_INCOMPAT)?;
-    f.sync_data()?;
-    m.hdr.incompatible_features = incompat;
-    // From here on the refcounts may be wrong; the dirty bit says so.
-    if m.hdr.l1_table_offset != 0 && l1c > 0 {
-        fileio::write_zeroes_slow(&f, m.hdr.l1_table_offset, l1c * cs)?;
-    }
-    fileio::write_zeroes_slow(&f, cs, (2 + l1c) * cs)?;
-    let mut hb = [0u8; 20];
-    hb[..8].copy_from_slice(&(3 * cs).to_be_bytes());
-    hb[8..16].copy_from_slice(&cs.to_be_bytes());
-    hb[16..].copy_from_slice(&1u32.to_be_bytes());
-    fileio::write_full(&f, &hb, OFF_L1_OFFSET)?;
-    f.sync_data()?;
-    fileio::write_full(&f, &(2 * cs).to_be_bytes(), cs)?;
-    f.sync_data()?;
+    let clean = incompat & !INCOMPAT_DIRTY;
     let mut block = vec![0u8; cs as usize];
     for c in 0..3 + l1c {
         Meta::rb_set(g.rc_order, &mut block, c, 1);
     }
-    fileio::write_full(&f, &block, 2 * cs)?;
-    f.sync_data()?;
-    let clean = incompat & !INCOMPAT_DIRTY;
-    fileio::write_full(&f, &clean.to_be_bytes(), OFF_INCOMPAT)?;
-    f.sync_data()?;
-    f.set_len((3 + l1c) * cs)?;
+    let mut hb = [0u8; 20];
+    hb[..8].copy_from_slice(&(3 * cs).to_be_bytes());
+    hb[8..16].copy_from_slice(&cs.to_be_bytes());
+    hb[16..].copy_from_slice(&1u32.to_be_bytes());
+    let l1_off = m.hdr.l1_table_offset;
+    let steps: [&dyn Fn() -> Result<()>; 8] = [
+        &|| {
+            fileio::write_full(&f, &incompat.to_be_bytes(), OFF_INCOMPAT)?;
+            Ok(f.sync_data()?)
+        },
+        // From here on the refcounts may be wrong; the dirty bit says so.
+        &|| {
+            if l1_off != 0 && l1c > 0 {
+                fileio::write_zeroes_slow(&f, l1_off, l1c * cs)?;
+            }
+            Ok(())
+        },
+        &|| Ok(fileio::write_zeroes_slow(&f, cs, (2 + l1c) * cs)?),
+        &|| {
+            fileio::write_full(&f, &hb, OFF_L1_OFFSET)?;
+            Ok(f.sync_data()?)
+        },
+        &|| {
+            fileio::write_full(&f, &(2 * cs).to_be_bytes(), cs)?;
+            Ok(f.sync_data()?)
+        },
+        &|| {
+            fileio::write_full(&f, &block, 2 * cs)?;
+            Ok(f.sync_data()?)
+        },
+        &|| {
+            fileio::write_full(&f, &clean.to_be_bytes(), OFF_INCOMPAT)?;
+            Ok(f.sync_data()?)
+        },
+        &|| Ok(f.set_len((3 + l1c) * cs)?),
+    ];
+    for (i, step) in steps.iter().enumerate() {
+        if i == stop_at {
+            return Ok(());
+        }
+        step()?;
+    }
 
     m.hdr.incompatible_features = clean;
     m.hdr.l1_table_offset = 3 * cs;
@@ -114,4 +136,114 @@ fn drop_active(m: &mut Meta) -> Result<()> {
     }
     m.drop_comp_cache();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::qcow2::create::{create, CreateOptions};
+
+    const MIB: u64 = 1 << 20;
+
+    fn pattern(off: u64, len: usize, seed: u8) -> Vec<u8> {
+        (0..len)
+            .map(|i| ((off as usize + i) as u8).wrapping_mul(31) ^ seed)
+            .collect()
+    }
+
+    /// A base and a top showing the same content (as after commit copied the top down), the
+    /// top with its own data, zero clusters and an L1 table of several clusters.
+    fn setup(dir: &std::path::Path) -> Vec<u8> {
+        let base = dir.join("base.qcow2");
+        let top = dir.join("top.qcow2");
+        let size = 64 * MIB;
+        create(
+            &base,
+            &CreateOptions {
+                size,
+                cluster_size: 4096,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        create(
+            &top,
+            &CreateOptions {
+                size,
+                cluster_size: 4096,
+                backing_file: Some("base.qcow2".into()),
+                backing_format: Some("qcow2".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let o = crate::OpenOptions {
+            writable: true,
+            ..Default::default()
+        };
+        let b = crate::open(&base, &o).unwrap();
+        let t = crate::open(&top, &o).unwrap();
+        for (i, off) in [0u64, 5 * MIB, 17 * MIB + 4096, 63 * MIB]
+            .iter()
+            .enumerate()
+        {
+            let d = pattern(*off, 300_000.min((size - off) as usize), i as u8);
+            b.write_at(&d, *off).unwrap();
+            t.write_at(&d, *off).unwrap();
+        }
+        t.write_zeroes(40 * MIB, MIB, false).unwrap();
+        b.write_zeroes(40 * MIB, MIB, false).unwrap();
+        let mut all = vec![0u8; size as usize];
+        t.read_at(&mut all, 0).unwrap();
+        all
+    }
+
+    /// A kill at any step of the reset leaves an image that a read-write open repairs, that
+    /// checks clean afterwards, and that reads as before (QEMU's qemu-io too, when present).
+    #[test]
+    fn reset_survives_a_kill_at_every_step() {
+        for stop in 0..=8 {
+            let dir = tempfile::tempdir().unwrap();
+            let want = setup(dir.path());
+            let top = dir.path().join("top.qcow2");
+            {
+                let q = Qcow2::open(&top, true).unwrap().image;
+                let mut m = q.lock();
+                m.begin_write().unwrap();
+                let l1c = (m.l1.len() as u64 * 8).div_ceil(m.g.cs);
+                assert!(l1c >= 1);
+                reset(&q, &mut m, l1c, stop).unwrap();
+            }
+            let qemu_io = std::env::var("QEMU_IO").unwrap_or_else(|_| "/usr/bin/qemu-io".into());
+            if std::path::Path::new(&qemu_io).exists() {
+                let copy = dir.path().join("copy.qcow2");
+                std::fs::copy(&top, &copy).unwrap();
+                let o = std::process::Command::new(&qemu_io)
+                    .args(["-f", "qcow2", "-c", "read 0 64M"])
+                    .arg(&copy)
+                    .output()
+                    .unwrap();
+                assert!(o.status.success(), "stop {stop}: qemu-io: {o:?}");
+            }
+            let o = crate::OpenOptions {
+                writable: true,
+                ..Default::default()
+            };
+            let t = crate::open(&top, &o).unwrap();
+            let r = t.check(crate::Repair::None).unwrap();
+            assert_eq!(
+                (r.corruptions, r.leaks),
+                (0, 0),
+                "stop {stop}: {:?}",
+                r.messages
+            );
+            let mut got = vec![0u8; want.len()];
+            t.read_at(&mut got, 0).unwrap();
+            assert!(got == want, "stop {stop}: content changed");
+            // Finishing the job afterwards works.
+            t.make_empty().unwrap();
+            t.read_at(&mut got, 0).unwrap();
+            assert!(got == want, "stop {stop}: content changed after emptying");
+        }
+    }
 }

@@ -18,6 +18,7 @@ pub mod header;
 pub mod l2;
 mod refcount;
 pub mod snapshot;
+mod snapview;
 
 use self::cache::TableCache;
 use self::header::{Compression, Header};
@@ -1007,6 +1008,9 @@ impl BlockDriver for Qcow2 {
     }
     fn make_empty(&self) -> Result<()> {
         empty::make_empty(self)
+    }
+    fn snapshot_load_tmp(&self, id: Option<&str>, name: Option<&str>) -> Result<()> {
+        snapview::load_tmp(self, id, name)
     }
     fn has_zero_init(&self) -> bool {
         // A fresh qcow2 reads zero only without a backing file.

@@ -1059,6 +1059,21 @@ fn hostile_vhdx_inputs() {
             None,
         ),
         (
+            "dirty log, header sequence number 2^64-1",
+            Box::new(move |b| {
+                add_log_entry(b, bat as u64, None, &|_| {});
+                let h = cur_header(b);
+                p64(b, h + 8, u64::MAX);
+                refresh_header(b, h);
+            }),
+            None,
+        ),
+        (
+            "log entry sequence number 2^64-1",
+            Box::new(move |b| add_log_entry(b, 0x200000, None, &|e| p64(e, 16, u64::MAX))),
+            None,
+        ),
+        (
             "log entry writing into the headers",
             Box::new(|b| add_log_entry(b, 0x10000, None, &|_| {})),
             Some("outside"),

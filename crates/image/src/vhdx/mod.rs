@@ -78,6 +78,8 @@ struct Meta {
     /// The replay behind `overlay`, for `check -r`.
     pending: Option<Replay>,
     replayed_on_open: bool,
+    /// The BAT passed `check_bat` (skipped when opened for `check`): writes need it.
+    bat_checked: bool,
     /// File write GUID of this open (set at the first write).
     session_guid: Option<Guid>,
     log: Option<Session>,
@@ -434,6 +436,7 @@ pub fn open(path: &Path, o: &OpenCtx) -> Result<Opened> {
             overlay,
             pending,
             replayed_on_open: false,
+            bat_checked: !o.for_check,
             session_guid: None,
             log: None,
             next_seq: 1,
@@ -530,6 +533,11 @@ impl Vhdx {
             return Err(Error::ReadOnly(
                 "The VHDX log must be replayed before writing (qemu-img check -r all)".into(),
             ));
+        }
+        if !m.bat_checked {
+            let len = m.file_len.max(fileio::file_len(&self.file)?);
+            check_bat(&m.lay, &m.bat, len, None)?;
+            m.bat_checked = true;
         }
         if m.session_guid.is_none() {
             let guid = Guid::random();
@@ -716,6 +724,7 @@ impl Vhdx {
         }
         m.bat = read_bat(&self.file, None, &lay, m.file_len)?;
         m.lay = lay;
+        m.bat_checked = false;
         Ok(())
     }
 

@@ -1059,6 +1059,21 @@ fn hostile_vhdx_inputs() {
             None,
         ),
         (
+            "dirty log, header sequence number 2^64-1",
+            Box::new(move |b| {
+                add_log_entry(b, bat as u64, None, &|_| {});
+                let h = cur_header(b);
+                p64(b, h + 8, u64::MAX);
+                refresh_header(b, h);
+            }),
+            None,
+        ),
+        (
+            "log entry sequence number 2^64-1",
+            Box::new(move |b| add_log_entry(b, 0x200000, None, &|e| p64(e, 16, u64::MAX))),
+            None,
+        ),
+        (
             "log entry writing into the headers",
             Box::new(|b| add_log_entry(b, 0x10000, None, &|_| {})),
             Some("outside"),
@@ -1333,4 +1348,70 @@ fn kill_during_convert_and_writes() {
         &new,
         2,
     );
+}
+
+/// check on images QEMU opens for checking: BAT entries past the end of the file or over
+/// other structures, reported with QEMU's messages, counts and exit codes.
+#[test]
+fn check_reports_like_qemu() {
+    let d = tmp();
+    let base_p = d.path().join("base.vhdx");
+    qemu_img(&[
+        "create",
+        "-f",
+        "vhdx",
+        "-o",
+        "block_size=1M",
+        s(&base_p),
+        "4M",
+    ])
+    .assert_ok();
+    qio(
+        "vhdx",
+        &base_p,
+        &["write -P 0x5a 1M 64k", "write -P 0x5b 3M 64k"],
+    );
+    let base = read(&base_p);
+    let (bat, _) = region(&base, &BAT_GUID);
+    type Patch = Box<dyn Fn(&mut Vec<u8>)>;
+    let cases: Vec<(&str, Patch)> = vec![
+        (
+            "past EOF",
+            Box::new(move |b| p64(b, bat + 8, (1 << 30) | 6)),
+        ),
+        ("truncated", Box::new(|b| b.truncate(b.len() - 4096))),
+        (
+            "two problems",
+            Box::new(move |b| {
+                p64(b, bat + 8, (1 << 30) | 6);
+                p64(b, bat + 24, (2 << 30) | 6);
+            }),
+        ),
+    ];
+    for (name, patch) in cases {
+        let p = d.path().join("c.vhdx");
+        let mut b = base.clone();
+        patch(&mut b);
+        std::fs::write(&p, &b).unwrap();
+        for extra in [vec![], vec!["--output=json"], vec!["-r", "all"]] {
+            let mut a = vec!["check", "-f", "vhdx"];
+            a.extend(extra.iter().copied());
+            a.push(s(&p));
+            let q = qemu_img(&a);
+            let v = vk(&a);
+            assert_eq!(v.code, q.code, "{name} {extra:?}: exit code");
+            if extra.contains(&"--output=json") {
+                assert_eq!(v.json(), q.json(), "{name}");
+            } else {
+                assert_eq!(v.stdout, q.stdout, "{name} {extra:?}");
+            }
+            let strip = |e: &str| -> Vec<String> {
+                e.lines()
+                    .map(|l| l.trim_start_matches("qemu-img: ").to_string())
+                    .collect()
+            };
+            assert_eq!(strip(&v.stderr), strip(&q.stderr), "{name} {extra:?}");
+            assert!(read(&p) == b, "{name}: check changed the file");
+        }
+    }
 }

@@ -209,3 +209,80 @@ fn random_writes_zeroes_discards_match_model() {
         assert!(read_all(&*img) == model);
     }
 }
+
+/// The two headers of a file, parsed (both must be valid).
+fn headers(path: &Path) -> [virtkit_image::vhdx::header::Header; 2] {
+    use virtkit_image::vhdx::header::Header;
+    let b = std::fs::read(path).unwrap();
+    [0x10000usize, 0x20000].map(|o| Header::parse(&b[o..o + 4096]).expect("valid header"))
+}
+
+fn bat_entry(path: &Path, i: usize) -> u64 {
+    let b = std::fs::read(path).unwrap();
+    // QEMU's layout for a 1 MiB log: the BAT at 2 MiB.
+    u64::from_le_bytes(
+        b[(2 << 20) + 8 * i..(2 << 20) + 8 * i + 8]
+            .try_into()
+            .unwrap(),
+    )
+}
+
+#[test]
+fn header_updates_and_block_states() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("h.vhdx");
+    create(
+        &path,
+        8 << 20,
+        &[("block_size", "1M"), ("block_state_zero", "off")],
+    );
+    let orig = std::fs::read(&path).unwrap();
+    let h0 = headers(&path);
+    // Opens without writes leave the file alone (read-write too, as QEMU).
+    drop(open(&path, false));
+    drop(open(&path, true));
+    assert!(std::fs::read(&path).unwrap() == orig);
+
+    let img = open(&path, true);
+    img.write_at(&[0x42; 4096], 4096).unwrap();
+    drop(img);
+    let h1 = headers(&path);
+    let top = |h: &[virtkit_image::vhdx::header::Header; 2]| h.iter().map(|x| x.seq).max().unwrap();
+    assert!(top(&h1) > top(&h0), "sequence numbers advance");
+    assert_eq!(h1[0].file_write_guid, h1[1].file_write_guid);
+    assert_ne!(
+        h1[0].file_write_guid, h0[0].file_write_guid,
+        "new file write GUID"
+    );
+    assert_eq!(h1[0].data_write_guid, h1[1].data_write_guid);
+    assert_ne!(
+        h1[0].data_write_guid, h0[0].data_write_guid,
+        "new data write GUID"
+    );
+    assert!(
+        h1[0].log_guid.is_zero() && h1[1].log_guid.is_zero(),
+        "log emptied"
+    );
+    // Block 0 allocated at the old end of the file, 1 MiB aligned, fully present.
+    let e = bat_entry(&path, 0);
+    assert_eq!(e & 7, 6);
+    assert_eq!(e & !0xfffff, orig.len() as u64);
+    assert_eq!(bat_entry(&path, 1), 0, "block_state_zero=off: not present");
+
+    // Whole blocks zeroed become PAYLOAD_BLOCK_ZERO, allocated or not.
+    let img = open(&path, true);
+    img.write_zeroes(1 << 20, 1 << 20, false).unwrap();
+    img.write_zeroes(0, 1 << 20, true).unwrap();
+    img.discard(5 << 20, 3 << 20).unwrap();
+    let mut b = vec![1u8; 8 << 20];
+    img.read_at(&mut b, 0).unwrap();
+    assert!(b.iter().all(|&x| x == 0));
+    drop(img);
+    for i in [0, 1, 5, 6, 7] {
+        assert_eq!(bat_entry(&path, i), 2, "block {i}");
+    }
+    assert_eq!(bat_entry(&path, 2), 0);
+    let o = qemu(&["check", "-f", "vhdx", path.to_str().unwrap()]);
+    assert!(o.status.success());
+    assert!(qemu_raw(&path).iter().all(|&x| x == 0));
+}

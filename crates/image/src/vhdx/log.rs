@@ -406,7 +406,7 @@ pub fn plan(f: &File, entries: &[Entry], log: &LogInfo, file_len: u64) -> Result
             file_end = e.last.div_ceil(MIB) * MIB;
         }
     }
-    let log_end = log.offset + log.length;
+    let log_end = log.offset.saturating_add(log.length);
     let mut ops = Vec::new();
     for e in entries {
         for d in &e.descs {

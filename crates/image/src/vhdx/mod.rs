@@ -78,6 +78,8 @@ struct Meta {
     /// The replay behind `overlay`, for `check -r`.
     pending: Option<Replay>,
     replayed_on_open: bool,
+    /// The BAT passed `check_bat` (skipped when opened for `check`): writes need it.
+    bat_checked: bool,
     /// File write GUID of this open (set at the first write).
     session_guid: Option<Guid>,
     log: Option<Session>,
@@ -113,6 +115,23 @@ pub struct Vhdx {
     parent_name: Option<String>,
     backing: Option<Box<dyn BlockDriver>>,
     m: Mutex<Meta>,
+}
+
+/// Both headers can be rewritten (their sequence numbers do not overflow).
+fn headers_updatable(h: &Header) -> Result<()> {
+    match h.seq.checked_add(2) {
+        Some(_) => Ok(()),
+        None => corrupt("VHDX header sequence number overflow"),
+    }
+}
+
+/// File offset `in_block` bytes into the block at `h`, for an access of `len` bytes: BAT
+/// entries of images opened for `check` are not validated, so nothing may overflow.
+fn host(h: u64, in_block: u64, len: u64) -> Result<u64> {
+    match h.checked_add(in_block) {
+        Some(o) if o.checked_add(len).is_some_and(|e| e <= i64::MAX as u64) => Ok(o),
+        _ => corrupt(format!("VHDX block at file offset {h} is out of range")),
+    }
 }
 
 /// Reads `buf` at `off` from the file as the log leaves it.
@@ -374,6 +393,9 @@ pub fn open(path: &Path, o: &OpenCtx) -> Result<Opened> {
         if let Some(entries) = log::search(&read, &li, file_len)? {
             let r = log::plan(&file, &entries, &li, file_len)?;
             if o.writable && !o.for_check {
+                // The header update that ends the replay must be possible before the
+                // replay writes anything.
+                headers_updatable(&h)?;
                 r.apply(&file)?;
                 replayed = true;
             } else {
@@ -414,6 +436,7 @@ pub fn open(path: &Path, o: &OpenCtx) -> Result<Opened> {
             overlay,
             pending,
             replayed_on_open: false,
+            bat_checked: !o.for_check,
             session_guid: None,
             log: None,
             next_seq: 1,
@@ -510,6 +533,11 @@ impl Vhdx {
             return Err(Error::ReadOnly(
                 "The VHDX log must be replayed before writing (qemu-img check -r all)".into(),
             ));
+        }
+        if !m.bat_checked {
+            let len = m.file_len.max(fileio::file_len(&self.file)?);
+            check_bat(&m.lay, &m.bat, len, None)?;
+            m.bat_checked = true;
         }
         if m.session_guid.is_none() {
             let guid = Guid::random();
@@ -678,6 +706,10 @@ impl Vhdx {
 
     /// Replays a pending log into the file (check -r) and reloads the metadata.
     fn replay_pending(&self, m: &mut Meta) -> Result<()> {
+        if m.pending.is_none() {
+            return Ok(());
+        }
+        headers_updatable(m.header())?;
         let Some(r) = m.pending.take() else {
             return Ok(());
         };
@@ -692,6 +724,7 @@ impl Vhdx {
         }
         m.bat = read_bat(&self.file, None, &lay, m.file_len)?;
         m.lay = lay;
+        m.bat_checked = false;
         Ok(())
     }
 
@@ -772,7 +805,7 @@ impl BlockDriver for Vhdx {
                 Block::Present(h) => {
                     let ov = m.overlay.clone();
                     drop(m);
-                    read_through(&self.file, ov.as_deref(), dst, h + in_block)?;
+                    read_through(&self.file, ov.as_deref(), dst, host(h, in_block, n as u64)?)?;
                 }
                 Block::Zero => dst.fill(0),
                 Block::Absent => {
@@ -799,8 +832,8 @@ impl BlockDriver for Vhdx {
                             ((((first_sector + sj as u64) << g.sector_bits) - off) as usize).min(n);
                         let part = &mut dst[p..q];
                         if mine {
-                            let host = h + (o & (g.block_size - 1));
-                            read_through(&self.file, ov.as_deref(), part, host)?;
+                            let at = host(h, o & (g.block_size - 1), part.len() as u64)?;
+                            read_through(&self.file, ov.as_deref(), part, at)?;
                         } else {
                             self.read_backing(part, o)?;
                         }
@@ -826,37 +859,43 @@ impl BlockDriver for Vhdx {
             let mut m = self.lock();
             self.begin_write(&mut m)?;
             let mut changed = BTreeSet::new();
-            let mut pos = 0usize;
-            while pos < buf.len() {
-                let off = offset + pos as u64;
-                let block = off >> g.block_bits;
-                let in_block = off & (g.block_size - 1);
-                let n = (g.block_size - in_block).min((buf.len() - pos) as u64) as usize;
-                let idx = g.payload_index(block);
-                match bat::decode(m.bat_get(idx)) {
-                    Block::Present(h) => {
-                        if h < header::HEADER_SECTION_END {
-                            return corrupt(format!(
-                                "VHDX BAT entry {idx} points into the header section"
-                            ));
+            let mut walk = |m: &mut Meta| -> Result<()> {
+                let mut pos = 0usize;
+                while pos < buf.len() {
+                    let off = offset + pos as u64;
+                    let block = off >> g.block_bits;
+                    let in_block = off & (g.block_size - 1);
+                    let n = (g.block_size - in_block).min((buf.len() - pos) as u64) as usize;
+                    let idx = g.payload_index(block);
+                    match bat::decode(m.bat_get(idx)) {
+                        Block::Present(h) => {
+                            if h < header::HEADER_SECTION_END {
+                                return corrupt(format!(
+                                    "VHDX BAT entry {idx} points into the header section"
+                                ));
+                            }
+                            in_place.push((host(h, in_block, n as u64)?, pos, n));
                         }
-                        in_place.push((h + in_block, pos, n));
+                        Block::Zero | Block::Absent => {
+                            // Data first, then the BAT entry (logged below).
+                            let h = self.allocate(m)?;
+                            fileio::write_full(&self.file, &buf[pos..pos + n], h + in_block)?;
+                            m.bat_set(idx, h | bat::PAYLOAD_FULLY_PRESENT);
+                            changed.insert(idx);
+                        }
+                        Block::Partial(_) => {
+                            return Err(Self::invalid_state(block, bat::PAYLOAD_PARTIALLY_PRESENT))
+                        }
+                        Block::Invalid(s) => return Err(Self::invalid_state(block, s)),
                     }
-                    Block::Zero | Block::Absent => {
-                        // Data first, then the BAT entry (logged below).
-                        let host = self.allocate(&mut m)?;
-                        fileio::write_full(&self.file, &buf[pos..pos + n], host + in_block)?;
-                        m.bat_set(idx, host | bat::PAYLOAD_FULLY_PRESENT);
-                        changed.insert(idx);
-                    }
-                    Block::Partial(_) => {
-                        return Err(Self::invalid_state(block, bat::PAYLOAD_PARTIALLY_PRESENT))
-                    }
-                    Block::Invalid(s) => return Err(Self::invalid_state(block, s)),
+                    pos += n;
                 }
-                pos += n;
-            }
+                Ok(())
+            };
+            let r = walk(&mut m);
+            // Blocks allocated before a failure are logged all the same.
             self.commit(&mut m, &changed)?;
+            r?;
         }
         for (host, pos, n) in in_place {
             fileio::write_full(&self.file, &buf[pos..pos + n], host)?;
@@ -868,51 +907,57 @@ impl BlockDriver for Vhdx {
         self.check_writable()?;
         self.check_range(offset, len)?;
         let g = self.g;
+        let size = self.virtual_size();
         let mut m = self.lock();
         let fixed = m.lay.md.leave_allocated;
         self.begin_write(&mut m)?;
         let mut changed = BTreeSet::new();
-        let end = offset + len;
-        let mut off = offset;
-        while off < end {
-            let block = off >> g.block_bits;
-            let in_block = off & (g.block_size - 1);
-            let n = (g.block_size - in_block).min(end - off);
-            let idx = g.payload_index(block);
-            // A range reaching the end of the disk covers the block's tail too.
-            let whole = in_block == 0 && (n == g.block_size || off + n == self.virtual_size());
-            match bat::decode(m.bat_get(idx)) {
-                Block::Present(h) => {
-                    if h < header::HEADER_SECTION_END {
-                        return corrupt(format!(
-                            "VHDX BAT entry {idx} points into the header section"
-                        ));
+        let mut walk = |m: &mut Meta| -> Result<()> {
+            let end = offset + len;
+            let mut off = offset;
+            while off < end {
+                let block = off >> g.block_bits;
+                let in_block = off & (g.block_size - 1);
+                let n = (g.block_size - in_block).min(end - off);
+                let idx = g.payload_index(block);
+                // A range reaching the end of the disk covers the block's tail too.
+                let whole = in_block == 0 && (n == g.block_size || off + n == size);
+                match bat::decode(m.bat_get(idx)) {
+                    Block::Present(h) => {
+                        if h < header::HEADER_SECTION_END {
+                            return corrupt(format!(
+                                "VHDX BAT entry {idx} points into the header section"
+                            ));
+                        }
+                        if whole && may_unmap && !fixed {
+                            m.bat_set(idx, bat::PAYLOAD_ZERO);
+                            changed.insert(idx);
+                            // The block is no longer referenced: give its space back.
+                            let _ = fileio::punch_hole(&self.file, h, g.block_size);
+                        } else {
+                            self.zero_in_place(host(h, in_block, n)?, n, may_unmap)?;
+                        }
                     }
-                    if whole && may_unmap && !fixed {
-                        m.bat_set(idx, bat::PAYLOAD_ZERO);
-                        changed.insert(idx);
-                        // The block is no longer referenced: give its space back.
-                        let _ = fileio::punch_hole(&self.file, h, g.block_size);
-                    } else {
-                        self.zero_in_place(h + in_block, n, may_unmap)?;
+                    Block::Zero => {}
+                    Block::Absent => {
+                        // QEMU reads these as zeros; a whole block is made explicitly zero.
+                        if whole {
+                            m.bat_set(idx, bat::PAYLOAD_ZERO);
+                            changed.insert(idx);
+                        }
                     }
-                }
-                Block::Zero => {}
-                Block::Absent => {
-                    // QEMU reads these as zeros; a whole block is made explicitly zero.
-                    if whole {
-                        m.bat_set(idx, bat::PAYLOAD_ZERO);
-                        changed.insert(idx);
+                    Block::Partial(_) => {
+                        return Err(Self::invalid_state(block, bat::PAYLOAD_PARTIALLY_PRESENT))
                     }
+                    Block::Invalid(s) => return Err(Self::invalid_state(block, s)),
                 }
-                Block::Partial(_) => {
-                    return Err(Self::invalid_state(block, bat::PAYLOAD_PARTIALLY_PRESENT))
-                }
-                Block::Invalid(s) => return Err(Self::invalid_state(block, s)),
+                off += n;
             }
-            off += n;
-        }
-        self.commit(&mut m, &changed)
+            Ok(())
+        };
+        let r = walk(&mut m);
+        self.commit(&mut m, &changed)?;
+        r
     }
 
     fn discard(&self, offset: u64, len: u64) -> Result<()> {
@@ -948,7 +993,7 @@ impl BlockDriver for Vhdx {
         let (alloc, n) = match bat::decode(m.bat_get(g.payload_index(block))) {
             Block::Present(h) => (
                 Alloc::Data {
-                    host: Some(h + in_block),
+                    host: Some(host(h, in_block, n)?),
                     compressed: false,
                 },
                 n,
@@ -964,7 +1009,7 @@ impl BlockDriver for Vhdx {
                 if mine {
                     (
                         Alloc::Data {
-                            host: Some(h + in_block),
+                            host: Some(host(h, in_block, k)?),
                             compressed: false,
                         },
                         k,

@@ -261,3 +261,77 @@ fn private_path(tag: &str) -> PathBuf {
     };
     dir.join(format!("virtkit-fuzz-{}-{t}-{tag}.img", std::process::id()))
 }
+
+/// vmdk: the generic image paths on the input, then the input as the extent file of each
+/// sparse kind a descriptor can name (COWD and seSparse are only reachable that way).
+/// Absolute extent paths are refused so that no input can reach host files.
+pub fn vmdk_image(data: &[u8]) {
+    virtkit_image::vmdk::allow_absolute_extents(false);
+    format_image(Format::Vmdk, data);
+    let dir = private_path("vmdk-extents");
+    if std::fs::create_dir_all(&dir).is_err() {
+        return;
+    }
+    let _rm = RemoveDir(dir.clone());
+    let desc = dir.join("d.vmdk");
+    let ext = dir.join("e");
+    for (create_type, kind) in [
+        ("twoGbMaxExtentSparse", "SPARSE"),
+        ("vmfsSparse", "VMFSSPARSE"),
+        ("seSparse", "SESPARSE"),
+    ] {
+        let text = format!(
+            "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType=\"{create_type}\"\n\nRW 2048 {kind} \"e\"\n"
+        );
+        for writable in [false, true] {
+            if std::fs::write(&desc, &text).is_err() || std::fs::write(&ext, data).is_err() {
+                return;
+            }
+            let opts = OpenOptions {
+                format: Some(Format::Vmdk),
+                writable,
+                no_backing: true,
+                ..Default::default()
+            };
+            if let Ok(img) = virtkit_image::open(&desc, &opts) {
+                if writable {
+                    write_paths(&*img);
+                } else {
+                    read_paths(&*img);
+                    let _ = img.check(Repair::None);
+                }
+            }
+        }
+    }
+}
+
+struct RemoveDir(PathBuf);
+
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The vmdk descriptor parser alone: extent lines, createType, CIDs (read and rewritten),
+/// the parent hint and the probe, on arbitrary text.
+pub fn vmdk_descriptor(data: &[u8]) {
+    use virtkit_image::vmdk::descriptor as d;
+    for line in d::lines(data) {
+        if let d::Line::Extent(x) = d::parse_extent_line(line) {
+            assert!(x.sectors > 0 && !x.file.is_empty() && x.file.len() <= 511);
+        }
+    }
+    let _ = d::description(data, "createType", 128);
+    let mut buf = vec![0u8; d::DESC_SIZE];
+    let n = data.len().min(d::DESC_SIZE);
+    buf[..n].copy_from_slice(&data[..n]);
+    let _ = d::read_cid(&buf, false);
+    let _ = d::read_cid(&buf, true);
+    let _ = d::parent_hint(&buf);
+    if d::write_cid(&mut buf, 0x1234_5678).is_some() {
+        let _ = d::read_cid(&buf, false);
+    }
+    let head = &data[..data.len().min(512)];
+    let _ = virtkit_image::vmdk::probe(head, std::path::Path::new("x"));
+}

@@ -3,4 +3,4 @@
 #[path = "../harness.rs"]
 mod harness;
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| harness::format_image(virtkit_image::Format::Vmdk, data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| harness::vmdk_image(data));

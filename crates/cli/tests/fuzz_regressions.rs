@@ -95,9 +95,12 @@ fn size_parse() {
 
 #[test]
 fn vmdk_image() {
-    replay("vmdk_image", |d| {
-        harness::format_image(virtkit_image::Format::Vmdk, d)
-    });
+    replay("vmdk_image", harness::vmdk_image);
+}
+
+#[test]
+fn vmdk_descriptor() {
+    replay("vmdk_descriptor", harness::vmdk_descriptor);
 }
 
 #[test]

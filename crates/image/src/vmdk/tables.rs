@@ -12,8 +12,9 @@ pub const MAX_L1_SIZE: u64 = 32 * 1024 * 1024;
 /// Directory entries all extents of one image may load together (primary and redundant):
 /// 256 MiB of memory, far above any real image (62 TB with 64 KiB grains needs 4M).
 pub const L1_BUDGET: u64 = 32 * 1024 * 1024;
-/// QEMU's limit for one grain (1 GiB).
-const MAX_CLUSTER_SECTORS: u64 = 0x20_0000;
+/// Largest grain accepted: 32 MiB. QEMU allows 1 GiB, which no real image uses (VMware
+/// writes 64 KiB) and which would make every partial write or compressed read allocate that.
+const MAX_CLUSTER_SECTORS: u64 = 0x1_0000;
 
 pub struct Layout<'a> {
     pub flavor: Flavor,

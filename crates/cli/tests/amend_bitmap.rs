@@ -100,6 +100,7 @@ fn fs(path: &Path) -> Value {
         "bitmaps": d.get("bitmaps"),
         "backing": v.get("backing-filename"),
         "backing-format": v.get("backing-filename-format"),
+        "snapshots": v.get("snapshots"),
     })
 }
 
@@ -911,6 +912,7 @@ fn bitmap_refusals_match_qemu() {
         (&v2, vec!["--add", "IMG", "b0"]),
         (&v2, vec!["--remove", "IMG", "b0"]),
         (&raw, vec!["--add", "-f", "raw", "IMG", "b0"]),
+        (&raw, vec!["--add", "-g", "1000", "-f", "raw", "IMG", "b0"]),
         (&raw, vec!["--clear", "-f", "raw", "IMG", "b0"]),
     ];
     for (img, args) in cases {

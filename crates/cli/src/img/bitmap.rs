@@ -111,8 +111,12 @@ fn apply(
 ) -> Result<(), Error> {
     let Some(q) = qcow2(img) else {
         // Other formats have no persistent bitmaps.
+        let g = granularity as u32;
         return Err(match act {
             Act::Add if name.is_empty() => Error::Invalid("Bitmap name cannot be empty".into()),
+            Act::Add if granularity != 0 && (g < 512 || !g.is_power_of_two()) => {
+                Error::Invalid("Granularity must be power of 2 and at least 512".into())
+            }
             Act::Add => Error::Invalid(format!(
                 "Can't store persistent bitmaps to {}: Operation not supported",
                 bitmap::NODE_NAME

@@ -4,10 +4,13 @@
 use std::collections::HashMap;
 
 pub struct TableCache<T> {
-    slots: Vec<(u64, T, u64)>,
+    /// (key, table, referenced since the clock hand last passed)
+    slots: Vec<(u64, T, bool)>,
     index: HashMap<u64, usize>,
     capacity: usize,
-    clock: u64,
+    /// CLOCK eviction (second chance): amortized O(1), where a least-recently-used scan
+    /// over thousands of small-cluster tables made every miss slow.
+    hand: usize,
 }
 
 impl<T> TableCache<T> {
@@ -16,14 +19,13 @@ impl<T> TableCache<T> {
             slots: Vec::new(),
             index: HashMap::new(),
             capacity: capacity.max(1),
-            clock: 0,
+            hand: 0,
         }
     }
 
     pub fn get_mut(&mut self, key: u64) -> Option<&mut T> {
         let i = *self.index.get(&key)?;
-        self.clock += 1;
-        self.slots[i].2 = self.clock;
+        self.slots[i].2 = true;
         Some(&mut self.slots[i].1)
     }
 
@@ -31,26 +33,29 @@ impl<T> TableCache<T> {
         self.index.contains_key(&key)
     }
 
-    /// Inserts, evicting the least recently used entry when full.
+    /// Inserts, evicting an entry not used since the clock hand last passed when full.
     pub fn insert(&mut self, key: u64, val: T) -> &mut T {
-        self.clock += 1;
         if let Some(&i) = self.index.get(&key) {
-            self.slots[i] = (key, val, self.clock);
+            self.slots[i] = (key, val, true);
             return &mut self.slots[i].1;
         }
         let i = if self.slots.len() < self.capacity {
-            self.slots.push((key, val, self.clock));
+            self.slots.push((key, val, true));
             self.slots.len() - 1
         } else {
-            let (i, _) = self
-                .slots
-                .iter()
-                .enumerate()
-                .min_by_key(|(_, s)| s.2)
-                .expect("capacity is at least one");
-            self.index.remove(&self.slots[i].0);
-            self.slots[i] = (key, val, self.clock);
-            i
+            loop {
+                if self.hand >= self.slots.len() {
+                    self.hand = 0;
+                }
+                let h = self.hand;
+                self.hand += 1;
+                if std::mem::replace(&mut self.slots[h].2, false) {
+                    continue;
+                }
+                self.index.remove(&self.slots[h].0);
+                self.slots[h] = (key, val, true);
+                break h;
+            }
         };
         self.index.insert(key, i);
         &mut self.slots[i].1
@@ -71,5 +76,6 @@ impl<T> TableCache<T> {
     pub fn clear(&mut self) {
         self.slots.clear();
         self.index.clear();
+        self.hand = 0;
     }
 }

@@ -325,6 +325,9 @@ fn plan(
                 let unit = if o.compress { block } else { gran.min(len) };
                 let mut p = 0u64;
                 let mut data_start: Option<u64> = None;
+                // A data run at the start of the buffer, sent at the end in the buffer
+                // itself (truncated) rather than copied.
+                let mut head: Option<u64> = None;
                 let flush = |ops: &mut Vec<Op>, s: u64, e: u64, buf: &[u8]| {
                     ops.push(Op::Data(dst_abs + s, buf[s as usize..e as usize].to_vec()));
                 };
@@ -349,8 +352,10 @@ fn plan(
                             ops.push(Op::Data(a, piece.to_vec()));
                         }
                     } else if zero {
-                        if let Some(s) = data_start.take() {
-                            flush(&mut ops, s, p, &buf);
+                        match data_start.take() {
+                            Some(0) => head = Some(p),
+                            Some(s) => flush(&mut ops, s, p, &buf),
+                            None => {}
                         }
                         ops.push(Op::Zero(a, ue - p));
                     } else if data_start.is_none() {
@@ -358,12 +363,17 @@ fn plan(
                     }
                     p = ue;
                 }
-                if let Some(s) = data_start {
-                    if s == 0 {
+                if let Some(s) = data_start.filter(|&s| s > 0) {
+                    flush(&mut ops, s, len, &buf);
+                }
+                // A run from 0 is either the whole buffer or the head.
+                match (data_start, head) {
+                    (Some(0), _) => ops.push(Op::Data(dst_abs, buf)),
+                    (_, Some(e)) => {
+                        buf.truncate(e as usize);
                         ops.push(Op::Data(dst_abs, buf));
-                    } else {
-                        flush(&mut ops, s, len, &buf);
                     }
+                    _ => {}
                 }
             }
         }

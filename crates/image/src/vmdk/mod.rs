@@ -167,15 +167,16 @@ impl L2Cache {
     }
     fn insert(&mut self, key: (usize, u64), v: Vec<u64>) {
         let sz = v.len() as u64 * 8;
-        while self.bytes + sz > L2_CACHE_BYTES && !self.map.is_empty() {
-            let old = *self
-                .map
-                .iter()
-                .min_by_key(|(_, (_, u))| *u)
-                .map(|(k, _)| k)
-                .expect("not empty");
-            if let Some((o, _)) = self.map.remove(&old) {
-                self.bytes -= o.len() as u64 * 8;
+        if self.bytes + sz > L2_CACHE_BYTES && !self.map.is_empty() {
+            // Drop the least recently used quarter at once (eviction stays cheap).
+            let mut by_age: Vec<((usize, u64), u64)> =
+                self.map.iter().map(|(k, (_, u))| (*k, *u)).collect();
+            by_age.sort_unstable_by_key(|(_, u)| *u);
+            let drop = (by_age.len() / 4).max(1);
+            for (k, _) in &by_age[..drop] {
+                if let Some((o, _)) = self.map.remove(k) {
+                    self.bytes -= o.len() as u64 * 8;
+                }
             }
         }
         self.tick += 1;
@@ -634,32 +635,39 @@ impl Vmdk {
             Grain::At(h) if sp.compressed => Map::Compressed(h),
             Grain::At(h) => Map::Data(h + in_c),
         };
-        let mut n = (cb - in_c).min(max);
+        let n = (cb - in_c).min(max);
         if let Map::Compressed(_) = first {
             return Ok((first, n));
         }
         let span = sp.l1_entry_sectors * 512;
+        let end = rel + max;
+        let mut pos = rel + n;
+        // Grain table of the cluster just before `pos`.
+        let mut table = slot.table;
         let mut steps = 0;
-        while n < max && steps < MAX_MERGE {
+        while pos < end && steps < MAX_MERGE {
             steps += 1;
-            let next = rel + n;
-            if slot.table == 0 && first == Map::Unallocated && next / span == rel / span {
-                // Without a grain table the whole span is unallocated: skip to its end.
-                let span_end = (rel / span + 1) * span;
-                n = (span_end - rel).min(max);
-                continue;
+            if table == 0 && first == Map::Unallocated {
+                // Without a grain table its whole span is unallocated: skip to its end.
+                let span_end = ((pos - 1) / span + 1) * span;
+                if span_end > pos {
+                    pos = span_end.min(end);
+                    continue;
+                }
             }
-            let (g2, _) = self.lookup(st, ei, sp, next)?;
+            let (g2, s2) = self.lookup(st, ei, sp, pos)?;
             let same = match (first, g2) {
                 (Map::Unallocated, Grain::Unallocated) | (Map::Zero, Grain::Zeroed) => true,
-                (Map::Data(h), Grain::At(h2)) => h2 == h + n,
+                (Map::Data(h), Grain::At(h2)) => h2 == h + (pos - rel),
                 _ => false,
             };
             if !same {
                 break;
             }
-            n += cb.min(max - n);
+            table = s2.table;
+            pos = (pos + cb).min(end);
         }
+        let n = pos - rel;
         Ok((first, n))
     }
 

@@ -714,3 +714,59 @@ fn vmware_stream_with_footer_reads_like_qemu() {
         .messages
         .is_empty());
 }
+
+/// The CID rewrite at the first write leaves the descriptor exactly as QEMU's does (QEMU
+/// rewrites a descriptor file whole, in sectors, and the embedded one in its 20 sectors),
+/// also for descriptors longer than 20 sectors (many extents).
+#[test]
+fn cid_rewrite_is_byte_identical_to_qemu() {
+    // The text up to its NUL, CID masked (after the NUL QEMU leaves the old text's last
+    // bytes when the new CID is shorter: invisible, and random like the CID).
+    let mask = |b: &[u8]| -> Vec<u8> {
+        let b = &b[..b.iter().position(|&c| c == 0).unwrap_or(b.len())];
+        let t = String::from_utf8_lossy(b).into_owned();
+        let mut out = String::new();
+        for (i, l) in t.split('\n').enumerate() {
+            if i > 0 {
+                out.push('\n');
+            }
+            out += if l.starts_with("CID=") { "CID=" } else { l };
+        }
+        out.into_bytes()
+    };
+    for (sub, size) in [
+        ("twoGbMaxExtentSparse", "600G"),
+        ("twoGbMaxExtentSparse", "4M"),
+        ("monolithicFlat", "4M"),
+        ("monolithicSparse", "4M"),
+    ] {
+        let (qd, vd) = (tmp(), tmp());
+        let (qi, vi) = (qd.path().join("d.vmdk"), vd.path().join("d.vmdk"));
+        qemu_img(&[
+            "create",
+            "-f",
+            "vmdk",
+            "-o",
+            &format!("subformat={sub}"),
+            s(&qi),
+            size,
+        ]);
+        for e in std::fs::read_dir(qd.path()).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), vd.path().join(e.file_name())).unwrap();
+        }
+        qemu_io(&qi, &["write -P 1 0 512"]);
+        open(&vi, true).write_at(&[1u8; 512], 0).unwrap();
+        let (q, v) = (std::fs::read(&qi).unwrap(), std::fs::read(&vi).unwrap());
+        let (q, v) = if sub == "monolithicSparse" {
+            (q[512..10752].to_vec(), v[512..10752].to_vec())
+        } else {
+            (q, v)
+        };
+        assert_eq!(q.len(), v.len(), "{sub} {size}: descriptor length");
+        assert!(
+            mask(&q) == mask(&v),
+            "{sub} {size}: descriptor differs from QEMU's"
+        );
+    }
+}

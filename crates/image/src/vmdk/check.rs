@@ -3,6 +3,7 @@
 //! Repairs are not supported. Grain tables already found clean are not walked again, so a
 //! directory naming one table many times costs no more than the table itself.
 
+use super::sparse::Grain;
 use super::{Kind, Vmdk};
 use crate::driver::{CheckReport, Repair};
 use crate::error::{Error, Result};
@@ -21,9 +22,10 @@ pub fn check(v: &Vmdk, repair: Repair) -> Result<CheckReport> {
         r.corruptions += 1;
         r.fatal = Some(errno.to_string());
     };
-    for (ei, e) in v.extents.iter().enumerate() {
+    for e in &v.extents {
         let f = &v.files[e.fidx];
-        let flen = fileio::file_len(f)?;
+        // QEMU sees files in whole sectors.
+        let flen = fileio::file_len(f)?.div_ceil(512) * 512;
         let first_sector = e.start / 512;
         match &e.kind {
             Kind::Flat { offset } => {
@@ -60,14 +62,26 @@ pub fn check(v: &Vmdk, repair: Repair) -> Result<CheckReport> {
                         rel = span_end;
                         continue;
                     }
-                    // Walk this table's grains inside the extent.
-                    while rel < span_end {
+                    // Walk this table's grains inside the extent (read directly: each
+                    // table is visited once, the cache is left to the readers).
+                    let t = match sp.read_table(f, slot.table, flen) {
+                        Ok(t) => t,
+                        Err(_) => {
+                            fail(
+                                &mut r,
+                                format!("ERROR: could not get cluster_offset for sector {sector}"),
+                                "Operation not permitted",
+                            );
+                            return Ok(r);
+                        }
+                    };
+                    let first = ((rel / cb) % sp.l2_size) as usize;
+                    for &raw in &t[first..] {
+                        if rel >= span_end {
+                            break;
+                        }
                         let sector = first_sector + rel / 512;
-                        let g = {
-                            let mut st = v.lock();
-                            v.lookup(&mut st, ei, sp, rel).map(|(g, _)| g)
-                        };
-                        match g {
+                        match sp.decode(raw) {
                             Err(_) => {
                                 fail(
                                     &mut r,
@@ -78,7 +92,7 @@ pub fn check(v: &Vmdk, repair: Repair) -> Result<CheckReport> {
                                 );
                                 return Ok(r);
                             }
-                            Ok(super::sparse::Grain::At(h)) if h >= flen => {
+                            Ok(Grain::At(h)) if h >= flen => {
                                 fail(
                                     &mut r,
                                     format!(
@@ -92,6 +106,7 @@ pub fn check(v: &Vmdk, repair: Repair) -> Result<CheckReport> {
                         }
                         rel += cb;
                     }
+                    rel = rel.max(span_end);
                     // Only a table walked over its whole span is known clean everywhere.
                     if span_end - span_start == span {
                         clean.insert(slot.table);

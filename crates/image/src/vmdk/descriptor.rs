@@ -290,31 +290,32 @@ pub fn read_cid(buf: &[u8], parent: bool) -> Option<u32> {
     scan_hex(&b[at..])
 }
 
-/// vmdk_write_cid on the DESC_SIZE bytes at the descriptor offset: the text from "parentCID"
-/// on is kept, the first "CID=" gets the new value. Returns None when there is no
-/// "parentCID" (QEMU fails the write with EINVAL). Bytes after the new terminating NUL keep
-/// what was there, as in QEMU's in-place rewrite.
+/// vmdk_write_cid on the buffer read at the descriptor offset (DESC_SIZE bytes for an
+/// embedded descriptor, the whole file in sectors for a descriptor file): the text from
+/// "parentCID" on is kept, the first "CID=" gets the new value. Returns None when there is
+/// no "parentCID" (QEMU fails the write with EINVAL). The last byte is forced to NUL and
+/// bytes after the new terminating NUL keep what was there, as in QEMU's in-place rewrite.
 pub fn write_cid(buf: &mut [u8], cid: u32) -> Option<()> {
-    if buf.len() != DESC_SIZE {
+    let size = buf.len();
+    if size == 0 {
         return None;
     }
-    buf[DESC_SIZE - 1] = 0;
+    buf[size - 1] = 0;
     let text_len = cstr(buf).len();
     let pc = find(&buf[..text_len], b"parentCID")?;
     let tail = buf[pc..text_len].to_vec();
     let at = find(&buf[..text_len], b"CID")? + 4;
-    if at >= DESC_SIZE {
+    if at >= size {
         return None;
     }
-    // snprintf(p, DESC_SIZE - at, "%x\n", cid)
+    // snprintf(p, size - at, "%x\n", cid)
     let s = format!("{cid:x}\n");
-    let room = DESC_SIZE - at - 1;
-    let n = s.len().min(room);
+    let n = s.len().min(size - at - 1);
     buf[at..at + n].copy_from_slice(&s.as_bytes()[..n]);
     buf[at + n] = 0;
-    // pstrcat(desc, DESC_SIZE, tail)
+    // pstrcat(desc, size, tail)
     let end = at + n;
-    let m = tail.len().min(DESC_SIZE - 1 - end);
+    let m = tail.len().min(size - 1 - end);
     buf[end..end + m].copy_from_slice(&tail[..m]);
     buf[end + m] = 0;
     Some(())

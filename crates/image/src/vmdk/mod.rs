@@ -41,6 +41,8 @@ pub const MAX_EXTENTS: usize = 32768;
 const MAX_NESTING: u32 = 2;
 /// Grain tables kept in memory (bytes; 2 KiB each for VMDK4, 32 KiB for seSparse).
 const L2_CACHE_BYTES: u64 = 16 << 20;
+/// Largest descriptor file QEMU rewrites (for the CID).
+const MAX_DESC_FILE: u64 = 16 << 20;
 /// Clusters one lookup walks at most when merging neighbours (bounds each call's work).
 const MAX_MERGE: u64 = 8192;
 
@@ -167,15 +169,16 @@ impl L2Cache {
     }
     fn insert(&mut self, key: (usize, u64), v: Vec<u64>) {
         let sz = v.len() as u64 * 8;
-        while self.bytes + sz > L2_CACHE_BYTES && !self.map.is_empty() {
-            let old = *self
-                .map
-                .iter()
-                .min_by_key(|(_, (_, u))| *u)
-                .map(|(k, _)| k)
-                .expect("not empty");
-            if let Some((o, _)) = self.map.remove(&old) {
-                self.bytes -= o.len() as u64 * 8;
+        if self.bytes + sz > L2_CACHE_BYTES && !self.map.is_empty() {
+            // Drop the least recently used quarter at once (eviction stays cheap).
+            let mut by_age: Vec<((usize, u64), u64)> =
+                self.map.iter().map(|(k, (_, u))| (*k, *u)).collect();
+            by_age.sort_unstable_by_key(|(_, u)| *u);
+            let drop = (by_age.len() / 4).max(1);
+            for (k, _) in &by_age[..drop] {
+                if let Some((o, _)) = self.map.remove(k) {
+                    self.bytes -= o.len() as u64 * 8;
+                }
             }
         }
         self.tick += 1;
@@ -634,32 +637,39 @@ impl Vmdk {
             Grain::At(h) if sp.compressed => Map::Compressed(h),
             Grain::At(h) => Map::Data(h + in_c),
         };
-        let mut n = (cb - in_c).min(max);
+        let n = (cb - in_c).min(max);
         if let Map::Compressed(_) = first {
             return Ok((first, n));
         }
         let span = sp.l1_entry_sectors * 512;
+        let end = rel + max;
+        let mut pos = rel + n;
+        // Grain table of the cluster just before `pos`.
+        let mut table = slot.table;
         let mut steps = 0;
-        while n < max && steps < MAX_MERGE {
+        while pos < end && steps < MAX_MERGE {
             steps += 1;
-            let next = rel + n;
-            if slot.table == 0 && first == Map::Unallocated && next / span == rel / span {
-                // Without a grain table the whole span is unallocated: skip to its end.
-                let span_end = (rel / span + 1) * span;
-                n = (span_end - rel).min(max);
-                continue;
+            if table == 0 && first == Map::Unallocated {
+                // Without a grain table its whole span is unallocated: skip to its end.
+                let span_end = ((pos - 1) / span + 1) * span;
+                if span_end > pos {
+                    pos = span_end.min(end);
+                    continue;
+                }
             }
-            let (g2, _) = self.lookup(st, ei, sp, next)?;
+            let (g2, s2) = self.lookup(st, ei, sp, pos)?;
             let same = match (first, g2) {
                 (Map::Unallocated, Grain::Unallocated) | (Map::Zero, Grain::Zeroed) => true,
-                (Map::Data(h), Grain::At(h2)) => h2 == h + n,
+                (Map::Data(h), Grain::At(h2)) => h2 == h + (pos - rel),
                 _ => false,
             };
             if !same {
                 break;
             }
-            n += cb.min(max - n);
+            table = s2.table;
+            pos = (pos + cb).min(end);
         }
+        let n = pos - rel;
         Ok((first, n))
     }
 
@@ -936,53 +946,29 @@ impl Vmdk {
         self.set_entries(st, ei, sp, slot, &[pos])
     }
 
-    /// QEMU updates the CID in the descriptor at the first write after each open.
+    /// QEMU updates the CID in the descriptor at the first write after each open: an
+    /// embedded descriptor in its 20 sectors, a descriptor file as a whole (in sectors).
     fn touch_cid(&self, st: &mut State) -> Result<()> {
         if st.cid_updated {
             return Ok(());
         }
         st.cid_updated = true;
         let f = &self.files[0];
-        let len = fileio::file_len(f)?;
-        let cid = random_u32();
-        let mut buf = vec![0u8; DESC_SIZE];
-        fileio::read_full(f, &mut buf, self.desc_offset)?;
-        let long_text =
-            self.desc_offset == 0 && len > DESC_SIZE as u64 && !buf[..DESC_SIZE].contains(&0);
-        if long_text {
-            // A descriptor longer than QEMU's 20-sector window (many extents): QEMU would cut
-            // it with a NUL there. Rewrite the CID line in the whole text instead.
-            let mut all = vec![0u8; len.min(MAX_DESC_READ) as usize];
-            fileio::read_full(f, &mut all, 0)?;
-            let text = descriptor::cstr(&all).to_vec();
-            let Some(pc) = descriptor::find(&text, b"parentCID") else {
-                return Err(einval("descriptor has no parentCID"));
-            };
-            let at = descriptor::find(&text, b"CID").unwrap_or(pc) + 4;
-            let eol = text[at.min(text.len())..]
-                .iter()
-                .position(|&c| c == b'\n')
-                .map(|p| at + p)
-                .unwrap_or(text.len());
-            let mut out = text[..at.min(text.len())].to_vec();
-            out.extend_from_slice(format!("{cid:x}").as_bytes());
-            out.extend_from_slice(&text[eol.min(text.len())..]);
-            fileio::write_full(f, &out, 0)?;
-            if (out.len() as u64) < len {
-                f.set_len(out.len() as u64)?;
+        let size = if self.desc_offset == 0 {
+            let l = fileio::file_len(f)?.div_ceil(512) * 512;
+            if l > MAX_DESC_FILE {
+                return Err(Error::Invalid("VMDK description file too big".into()));
             }
-            f.sync_data()?;
-            return Ok(());
-        }
-        if descriptor::write_cid(&mut buf, cid).is_none() {
+            l as usize
+        } else {
+            DESC_SIZE
+        };
+        let mut buf = vec![0u8; size];
+        fileio::read_full(f, &mut buf, self.desc_offset)?;
+        if descriptor::write_cid(&mut buf, random_u32()).is_none() {
             return Err(einval("descriptor has no parentCID"));
         }
-        // The write is limited to the file's sectors (QEMU cannot grow the descriptor file).
-        let room = (len.div_ceil(512) * 512).saturating_sub(self.desc_offset);
-        let n = room.min(DESC_SIZE as u64) as usize;
-        if n > 0 {
-            fileio::write_full(f, &buf[..n], self.desc_offset)?;
-        }
+        fileio::write_full(f, &buf, self.desc_offset)?;
         f.sync_data()?;
         Ok(())
     }

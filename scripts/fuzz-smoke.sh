@@ -3,7 +3,7 @@
 # regression inputs under fuzz/regressions/<target>/. Needs cargo-fuzz (nightly if present)
 # (scripts/deps.sh installs them) and qemu-img/qemu-io for the seed corpora.
 #
-#   FUZZ_SECONDS   time per target (default 30)
+#   FUZZ_SECONDS   time per target (default 15)
 #   FUZZ_TARGETS   targets to run (default: all of `cargo fuzz list`)
 #   FUZZ_TOOLCHAIN stable: use stable + RUSTC_BOOTSTRAP=1 even when nightly exists
 #
@@ -12,7 +12,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-secs=${FUZZ_SECONDS:-30}
+secs=${FUZZ_SECONDS:-15}
 # Bounds: 10 s per input, 2 GiB RSS, and no single allocation over 512 MiB (a size taken
 # from an unchecked field shows up here rather than as a slow OOM).
 limits=(-timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=512)

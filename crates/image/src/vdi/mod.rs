@@ -293,6 +293,10 @@ impl BlockDriver for Vdi {
     fn cluster_size(&self) -> Option<u64> {
         Some(BS)
     }
+    fn write_granularity(&self) -> Option<u64> {
+        // Partial blocks are written in place (new blocks read as zero around them).
+        Some(4096)
+    }
     fn read_only(&self) -> bool {
         self.read_only
     }
@@ -330,7 +334,7 @@ impl BlockDriver for Vdi {
             let dst = &mut buf[pos..pos + n as usize];
             match loc {
                 Loc::Zero => dst.fill(0),
-                Loc::Host(h) => fileio::read_full(&self.file, dst, h)?,
+                Loc::Host(h) => fileio::read_sparse(&self.file, dst, h)?,
             }
             pos += n as usize;
         }

@@ -9,9 +9,10 @@ use crate::driver::{Alloc, BlockDriver};
 use crate::error::{Error, Result};
 use crate::map::chain_status;
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 #[derive(Debug, Clone)]
 pub struct ConvertOptions {
@@ -45,6 +46,9 @@ impl Default for ConvertOptions {
 #[derive(Debug)]
 enum Op {
     Data(u64, Vec<u8>),
+    /// Part of a read buffer shared by the chunk's pieces (no copy per data run); the last
+    /// piece written returns the buffer to the pool.
+    Piece(u64, Arc<Vec<u8>>, Range<usize>),
     Compressed(u64, Vec<u8>),
     Zero(u64, u64),
 }
@@ -94,7 +98,7 @@ pub fn convert(
             crate::fileio::advise_no_readahead(s.file());
         }
     }
-    let cs = dst.cluster_size().unwrap_or(4096);
+    let cs = dst.write_granularity().unwrap_or(4096);
     // Block: the unit of classification (a target cluster; a page for raw targets).
     let block = cs;
     let chunk_len = CHUNK.max(block) / block * block;
@@ -239,6 +243,12 @@ fn apply(dst: &dyn BlockDriver, ops: Vec<Op>, o: &ConvertOptions, pool: &Pool) -
                 dst.write_at(&buf, off)?;
                 pool.give(buf);
             }
+            Op::Piece(off, buf, r) => {
+                dst.write_at(&buf[r], off)?;
+                if let Ok(buf) = Arc::try_unwrap(buf) {
+                    pool.give(buf);
+                }
+            }
             Op::Compressed(off, c) => dst.write_compressed_data(off, &c)?,
             Op::Zero(off, len) => {
                 if !o.target_zero_init {
@@ -262,13 +272,14 @@ fn kind_at(src: &dyn BlockDriver, off: u64, len: u64, o: &ConvertOptions) -> Res
         return Ok((k, st.len));
     }
     let e = chain_status(src, off, len)?;
-    // Data that reads zero (a hole under a flat vmdk extent) is zero, as in qemu-img.
-    let k = if e.data && !e.zero {
-        Kind::Data
-    } else {
-        Kind::Zero
-    };
-    Ok((k, e.length))
+    Ok((
+        if e.data && !e.zero {
+            Kind::Data
+        } else {
+            Kind::Zero
+        },
+        e.length,
+    ))
 }
 
 /// Reads and prepares one chunk. Runs on a worker thread.
@@ -322,14 +333,12 @@ fn plan(
             Kind::Data => {
                 let mut buf = pool.take(len as usize);
                 src.read_at(&mut buf, c.src_off + off)?;
+                let buf = Arc::new(buf);
                 let unit = if o.compress { block } else { gran.min(len) };
                 let mut p = 0u64;
                 let mut data_start: Option<u64> = None;
-                // A data run at the start of the buffer, sent at the end in the buffer
-                // itself (truncated) rather than copied.
-                let mut head: Option<u64> = None;
-                let flush = |ops: &mut Vec<Op>, s: u64, e: u64, buf: &[u8]| {
-                    ops.push(Op::Data(dst_abs + s, buf[s as usize..e as usize].to_vec()));
+                let flush = |ops: &mut Vec<Op>, s: u64, e: u64, buf: &Arc<Vec<u8>>| {
+                    ops.push(Op::Piece(dst_abs + s, buf.clone(), s as usize..e as usize));
                 };
                 while p < len {
                     // Units are aligned to the target's grid.
@@ -352,10 +361,8 @@ fn plan(
                             ops.push(Op::Data(a, piece.to_vec()));
                         }
                     } else if zero {
-                        match data_start.take() {
-                            Some(0) => head = Some(p),
-                            Some(s) => flush(&mut ops, s, p, &buf),
-                            None => {}
+                        if let Some(s) = data_start.take() {
+                            flush(&mut ops, s, p, &buf);
                         }
                         ops.push(Op::Zero(a, ue - p));
                     } else if data_start.is_none() {
@@ -363,17 +370,8 @@ fn plan(
                     }
                     p = ue;
                 }
-                if let Some(s) = data_start.filter(|&s| s > 0) {
+                if let Some(s) = data_start {
                     flush(&mut ops, s, len, &buf);
-                }
-                // A run from 0 is either the whole buffer or the head.
-                match (data_start, head) {
-                    (Some(0), _) => ops.push(Op::Data(dst_abs, buf)),
-                    (_, Some(e)) => {
-                        buf.truncate(e as usize);
-                        ops.push(Op::Data(dst_abs, buf));
-                    }
-                    _ => {}
                 }
             }
         }

@@ -159,6 +159,12 @@ pub trait BlockDriver: Send + Sync {
     fn cluster_size(&self) -> Option<u64> {
         None
     }
+    /// The unit in which `convert` classifies and writes data for this image (default: the
+    /// cluster size). Formats that write part of a block without copy-on-write say less, so
+    /// that convert reads and writes only the data, as qemu-img does.
+    fn write_granularity(&self) -> Option<u64> {
+        self.cluster_size()
+    }
     fn read_only(&self) -> bool;
 
     /// Reads the guest-visible content (backing chain included).

@@ -361,6 +361,10 @@ impl BlockDriver for Vpc {
     fn cluster_size(&self) -> Option<u64> {
         self.dynamic.map(|d| d.block_size)
     }
+    fn write_granularity(&self) -> Option<u64> {
+        // Partial blocks are written in place (new blocks read as zero around them).
+        Some(4096)
+    }
     fn read_only(&self) -> bool {
         self.read_only
     }
@@ -387,7 +391,7 @@ impl BlockDriver for Vpc {
             };
             let dst = &mut buf[pos..pos + n as usize];
             match host {
-                Some(h) => fileio::read_full(&self.file, dst, h)?,
+                Some(h) => fileio::read_sparse(&self.file, dst, h)?,
                 None => dst.fill(0),
             }
             pos += n as usize;

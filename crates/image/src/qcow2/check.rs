@@ -289,14 +289,23 @@ pub fn check(q: &Qcow2, repair: Repair) -> Result<CheckReport> {
     let mut fixes: Vec<(u64, u64)> = Vec::new();
     let mut rebuild_errors = 0u64;
     let mut highest = 0u64;
+    // Stored refcounts are read a refcount block at a time (per cluster, the lookups
+    // dominated checks of small-cluster images).
+    let mut disk_block: Vec<u64> = Vec::new();
+    let mut block_start = 0u64;
     for i in 0..refs.v.len() as u64 {
-        let disk = match m.refcount(i) {
-            Ok(v) => v,
-            Err(_) => {
-                rebuild = true;
-                0
-            }
-        };
+        if i == block_start + disk_block.len() as u64 {
+            block_start = i;
+            let n = (g.rb_entries - (i & (g.rb_entries - 1))).min(refs.v.len() as u64 - i);
+            disk_block = match m.refcounts_range(i, n) {
+                Ok(v) => v,
+                Err(_) => {
+                    rebuild = true;
+                    vec![0; n as usize]
+                }
+            };
+        }
+        let disk = disk_block[(i - block_start) as usize];
         let want = refs.v[i as usize] as u64;
         if disk != 0 || want != 0 {
             highest = highest.max(i + 1);

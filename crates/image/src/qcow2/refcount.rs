@@ -456,7 +456,7 @@ impl Meta {
 
 impl Meta {
     /// Refcounts of clusters [start, start+n), read a refcount block at a time.
-    fn refcounts_range(&mut self, start: u64, n: u64) -> Result<Vec<u64>> {
+    pub(crate) fn refcounts_range(&mut self, start: u64, n: u64) -> Result<Vec<u64>> {
         let mut v = Vec::with_capacity(n as usize);
         let mut c = start;
         let end = start + n;

@@ -21,6 +21,17 @@ fn put_le64(b: &mut [u8], off: usize, v: u64) {
     b[off..off + 8].copy_from_slice(&v.to_le_bytes());
 }
 
+/// Whether the oracle is QEMU 10 or later (older ones word a few option errors differently).
+fn modern_qemu() -> bool {
+    let o = qemu_img(&["--version"]);
+    let v = o.stdout.split_whitespace().nth(2).unwrap_or("0");
+    v.split('.')
+        .next()
+        .and_then(|m| m.parse::<u32>().ok())
+        .unwrap_or(0)
+        >= 10
+}
+
 /// Reads through virtkit and qemu-img agree, and so do their maps (host offsets included).
 #[track_caller]
 fn same_read_and_map(path: &Path) {
@@ -145,11 +156,13 @@ fn qed_create_errors_as_qemu() {
         v.assert_one_line_error();
         assert_eq!(v.code, q.code, "{o}");
         assert_eq!(v.stdout, q.stdout, "{o}");
-        assert_eq!(
-            v.stderr.trim(),
-            q.stderr.lines().next().unwrap().trim(),
-            "{o}"
-        );
+        if modern_qemu() {
+            assert_eq!(
+                v.stderr.trim(),
+                q.stderr.lines().next().unwrap().trim(),
+                "{o}"
+            );
+        }
     }
 }
 
@@ -672,4 +685,23 @@ fn qed_convert_survives_sigkill() {
         qemu_compare_identical(&dst, "qed", &src, "raw");
     }
     assert!(killed > 0, "no convert was killed while running");
+}
+
+/// Data in 1 MiB runs (the benchmark's shape): virtkit's convert writes the very file
+/// qemu-img's does.
+#[test]
+fn qed_convert_layout_is_qemus() {
+    let d = tmp();
+    let src = d.path().join("src.raw");
+    let mut data = vec![0u8; 16 * MIB];
+    for (i, c) in data.chunks_mut(MIB).enumerate() {
+        if i % 2 == 0 {
+            c.copy_from_slice(&random_bytes(MIB, i as u64));
+        }
+    }
+    write_raw(&src, &data);
+    let (v, q) = (d.path().join("v.img"), d.path().join("q.img"));
+    vk(&["convert", "-O", "qed", s(&src), s(&v)]).assert_ok();
+    qemu_img(&["convert", "-O", "qed", s(&src), s(&q)]).assert_ok();
+    assert_bytes_eq("convert -O qed", &read(&v), &read(&q));
 }

@@ -11,10 +11,11 @@
 //! Allocation follows QEMU: holes in the data area first, else the end, where the file grows
 //! by the request plus 128 MiB of preallocation (fallocate, QEMU's default prealloc-mode;
 //! on tmpfs, where that costs memory and time, a sparse extension: QEMU's "truncate" mode),
-//! trimmed at close. Crash safety:
-//! the grown file size is synced before any BAT entry points into it, data is written before
-//! its BAT entry, a BAT entry is cleared before its cluster is punched. A kill leaves at worst
-//! leaked space (and the in-use mark QEMU's check reports).
+//! trimmed at close. Crash safety: data is written before its BAT entry, a BAT entry is
+//! cleared before its cluster is punched; a kill leaves at worst leaked space (and the in-use
+//! mark QEMU's check reports). Against power loss the in-use mark is synced at open: after a
+//! power cut the next writable open checks and repairs the image. Closing does not flush,
+//! like qemu-img convert's cache=unsafe target; `flush` does.
 
 pub mod check;
 pub mod create;
@@ -399,8 +400,6 @@ impl Parallels {
                 if !reserved && fileio::file_len(&self.file)? < end {
                     self.file.set_len(end)?;
                 }
-                // The new size is durable before BAT entries point into it.
-                self.file.sync_data()?;
                 m.used.grow((end - ds) / g.cs);
                 (slot, want)
             }
@@ -461,7 +460,6 @@ impl Parallels {
         let mut m = self.lock();
         m.hdr.inuse = 0;
         self.write_header(&m.hdr)?;
-        self.file.sync_data()?;
         let end = m.data_end * 512;
         if end < fileio::file_len(&self.file)? {
             self.file.set_len(end)?;

@@ -349,6 +349,9 @@ fn qed_library_writes_over_backing_file() {
         model[512 * 1024..512 * 1024 + 8192].fill(0);
         img.write_zeroes(700 * 1024 + 10, 5000, false).unwrap();
         model[700 * 1024 + 10..700 * 1024 + 5010].fill(0);
+        // Allocated clusters are zeroed in place.
+        img.write_zeroes(8192, 8192, true).unwrap();
+        model[8192..16384].fill(0);
         img.flush().unwrap();
     }
     qemu_check_clean(&ov);
@@ -449,6 +452,23 @@ fn qed_resize_as_qemu() {
         assert_eq!(strip(&vo.stderr, &p), strip(&qo.stderr, &q), "{args:?}");
         assert_bytes_eq(&format!("after {args:?}"), &read(&p), &read(&q));
     }
+    same_read_and_map(&p);
+    // The grown area takes writes (L1 entries past the old size).
+    let size = qemu_info_json(&p)["virtual-size"].as_u64().unwrap();
+    {
+        let img = virtkit_image::open(
+            &p,
+            &OpenOptions {
+                writable: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        img.write_at(&[0x5e; 8192], size - 8192).unwrap();
+    }
+    qemu_check_clean(&p);
+    let r = qemu_to_raw(&p, "qed");
+    assert!(r[r.len() - 8192..].iter().all(|&b| b == 0x5e));
     same_read_and_map(&p);
 }
 

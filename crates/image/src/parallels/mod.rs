@@ -251,7 +251,9 @@ pub fn open(path: &Path, o: &OpenCtx) -> Result<Opened> {
             // Put the in-use mark back as it was; no close, no trimming.
             let _ = img.write_header(&original);
             img.read_only = true;
-            return corrupt(format!("Could not repair corrupted image: {e}"));
+            let why = e.to_string();
+            let why = why.split(" (os error").next().unwrap_or(&why);
+            return corrupt(format!("Could not repair corrupted image: {why}"));
         }
     }
     Ok(Opened {

@@ -621,6 +621,24 @@ fn qed_hostile_inputs() {
             }
             assert_eq!(read(&f), b, "{name}: {args:?} changed the file");
         }
+        // A writable repair either refuses with one line or leaves an image qemu-img finds
+        // free of corruption (QED cannot reclaim leaks).
+        let w = d.path().join(format!("{name}-rw.qed"));
+        std::fs::write(&w, &b).unwrap();
+        let o = vk_t(&["check", "-r", "all", "-f", "qed", s(&w)], HOSTILE_TIMEOUT);
+        o.assert_sane();
+        if matches!(o.code, Some(0 | 3)) {
+            let q = qemu_img(&["check", "-f", "qed", s(&w)]);
+            assert!(
+                matches!(q.code, Some(0 | 3)),
+                "{name}: qemu-img check after repair: {}{}",
+                q.stdout,
+                q.stderr
+            );
+        } else if o.code == Some(1) {
+            o.assert_one_line_error();
+            assert_eq!(read(&w), b, "{name}: a refused repair changed the file");
+        }
     }
 }
 

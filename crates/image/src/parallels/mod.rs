@@ -131,6 +131,9 @@ pub(crate) struct Meta {
     pub unclean: bool,
     /// Clusters the format extension uses (bytes), kept away from the allocator.
     pub protect: Vec<u64>,
+    /// Free space from here on reads as zeros (the file's end at open, then extended only
+    /// by us); free slots before it may hold old data and are zeroed before reuse.
+    pub zero_from: u64,
 }
 
 impl Meta {
@@ -229,6 +232,7 @@ pub fn open(path: &Path, o: &OpenCtx) -> Result<Opened> {
         used: Bitmap::default(),
         unclean,
         protect,
+        zero_from: len,
     };
     m.data_end = data_end(&m, &g);
     need_check |= m.data_end > file_sectors;
@@ -546,14 +550,13 @@ impl BlockDriver for Parallels {
                     let (h, got) = self.alloc(&mut m, want)?;
                     let n = n.min(got * g.cs - in_c) as usize;
                     let src = &buf[pos..pos + n];
-                    if in_c == 0 && n as u64 == got * g.cs {
-                        fileio::write_full(&self.file, src, h)?;
-                    } else {
-                        // Whole clusters: the rest reads as zeros whatever the space held.
-                        let mut c = vec![0u8; (got * g.cs) as usize];
-                        c[in_c as usize..in_c as usize + n].copy_from_slice(src);
-                        fileio::write_full(&self.file, &c, h)?;
+                    let whole = in_c == 0 && n as u64 == got * g.cs;
+                    if h < m.zero_from && !whole {
+                        // Reused space: the rest of the clusters must read as zeros.
+                        fileio::punch_hole(&self.file, h, got * g.cs)?;
                     }
+                    // Like QEMU, only the data is written: fresh space reads as zeros.
+                    fileio::write_full(&self.file, src, h + in_c)?;
                     let first = (h / 512 / g.mult) as u32;
                     let step = (g.tracks / g.mult) as u32;
                     let v: Vec<u32> = (0..got as u32).map(|k| first + k * step).collect();

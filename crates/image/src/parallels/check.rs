@@ -191,12 +191,16 @@ fn duplicates(
         if !fix_errors {
             continue;
         }
-        if buf.is_empty() {
-            buf = vec![0u8; g.cs as usize];
-        }
-        fileio::read_full(&img.file, &mut buf, off)?;
         let (h, _) = img.alloc(m, 1)?;
-        fileio::write_full(&img.file, &buf, h)?;
+        // Copied in bounded pieces: a cluster can be 2 GiB.
+        let mut done = 0;
+        while done < g.cs {
+            let n = (g.cs - done).min(1 << 20);
+            buf.resize(n as usize, 0);
+            fileio::read_full(&img.file, &mut buf, off + done)?;
+            fileio::write_full(&img.file, &buf, h + done)?;
+            done += n;
+        }
         let v = (h / 512 / g.mult) as u32;
         img.set_bat(m, i, &[v])?;
         r.image_end_offset = r.image_end_offset.max(h + g.cs);

@@ -11,10 +11,11 @@
 //! Allocation follows QEMU: holes in the data area first, else the end, where the file grows
 //! by the request plus 128 MiB of preallocation (fallocate, QEMU's default prealloc-mode;
 //! on tmpfs, where that costs memory and time, a sparse extension: QEMU's "truncate" mode),
-//! trimmed at close. Crash safety:
-//! the grown file size is synced before any BAT entry points into it, data is written before
-//! its BAT entry, a BAT entry is cleared before its cluster is punched. A kill leaves at worst
-//! leaked space (and the in-use mark QEMU's check reports).
+//! trimmed at close. Crash safety: data is written before its BAT entry, a BAT entry is
+//! cleared before its cluster is punched; a kill leaves at worst leaked space (and the in-use
+//! mark QEMU's check reports). Against power loss the in-use mark is synced at open: after a
+//! power cut the next writable open checks and repairs the image. Closing does not flush,
+//! like qemu-img convert's cache=unsafe target; `flush` does.
 
 pub mod check;
 pub mod create;
@@ -130,6 +131,9 @@ pub(crate) struct Meta {
     pub unclean: bool,
     /// Clusters the format extension uses (bytes), kept away from the allocator.
     pub protect: Vec<u64>,
+    /// Free space from here on reads as zeros (the file's end at open, then extended only
+    /// by us); free slots before it may hold old data and are zeroed before reuse.
+    pub zero_from: u64,
 }
 
 impl Meta {
@@ -228,6 +232,7 @@ pub fn open(path: &Path, o: &OpenCtx) -> Result<Opened> {
         used: Bitmap::default(),
         unclean,
         protect,
+        zero_from: len,
     };
     m.data_end = data_end(&m, &g);
     need_check |= m.data_end > file_sectors;
@@ -250,7 +255,9 @@ pub fn open(path: &Path, o: &OpenCtx) -> Result<Opened> {
             // Put the in-use mark back as it was; no close, no trimming.
             let _ = img.write_header(&original);
             img.read_only = true;
-            return corrupt(format!("Could not repair corrupted image: {e}"));
+            let why = e.to_string();
+            let why = why.split(" (os error").next().unwrap_or(&why);
+            return corrupt(format!("Could not repair corrupted image: {why}"));
         }
     }
     Ok(Opened {
@@ -399,8 +406,6 @@ impl Parallels {
                 if !reserved && fileio::file_len(&self.file)? < end {
                     self.file.set_len(end)?;
                 }
-                // The new size is durable before BAT entries point into it.
-                self.file.sync_data()?;
                 m.used.grow((end - ds) / g.cs);
                 (slot, want)
             }
@@ -461,7 +466,6 @@ impl Parallels {
         let mut m = self.lock();
         m.hdr.inuse = 0;
         self.write_header(&m.hdr)?;
-        self.file.sync_data()?;
         let end = m.data_end * 512;
         if end < fileio::file_len(&self.file)? {
             self.file.set_len(end)?;
@@ -546,14 +550,13 @@ impl BlockDriver for Parallels {
                     let (h, got) = self.alloc(&mut m, want)?;
                     let n = n.min(got * g.cs - in_c) as usize;
                     let src = &buf[pos..pos + n];
-                    if in_c == 0 && n as u64 == got * g.cs {
-                        fileio::write_full(&self.file, src, h)?;
-                    } else {
-                        // Whole clusters: the rest reads as zeros whatever the space held.
-                        let mut c = vec![0u8; (got * g.cs) as usize];
-                        c[in_c as usize..in_c as usize + n].copy_from_slice(src);
-                        fileio::write_full(&self.file, &c, h)?;
+                    let whole = in_c == 0 && n as u64 == got * g.cs;
+                    if h < m.zero_from && !whole {
+                        // Reused space: the rest of the clusters must read as zeros.
+                        fileio::punch_hole(&self.file, h, got * g.cs)?;
                     }
+                    // Like QEMU, only the data is written: fresh space reads as zeros.
+                    fileio::write_full(&self.file, src, h + in_c)?;
                     let first = (h / 512 / g.mult) as u32;
                     let step = (g.tracks / g.mult) as u32;
                     let v: Vec<u32> = (0..got as u32).map(|k| first + k * step).collect();

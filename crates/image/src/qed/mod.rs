@@ -6,12 +6,14 @@
 //! (unallocated: read the backing file or zeros), 1 (reads as zeros) or a cluster offset.
 //!
 //! Crash safety follows QEMU. Data is written before the L2 entry that points at it, a new L2
-//! table is written and synced before the L1 entry that points at it. Without a backing file
-//! the header's need-check flag is set (and synced) before the first allocation and cleared
-//! on flush/close: after a crash, QEMU and virtkit check the image on the next writable open
-//! and drop entries past the end of the file. With a backing file, data is synced before its
-//! L2 entry instead (a partial cluster holds copied backing data that must not be lost). A
-//! kill at any instant leaves at worst leaked clusters.
+//! table before the L1 entry that points at it, so a kill at any instant leaves at worst
+//! leaked clusters. Against power loss: without a backing file the header's need-check flag
+//! is set (and synced) before the first allocation, so that after a power cut QEMU and
+//! virtkit check the image on its next writable open and drop entries past the end of the
+//! file; with a backing file (no need-check flag, as in QEMU) data and new tables are synced
+//! before they are linked, since a partial cluster holds copied backing data. `flush` makes
+//! everything durable and clears the flag; closing clears it without flushing, like
+//! qemu-img convert's cache=unsafe target (see the README's durability model).
 
 pub mod check;
 pub mod create;
@@ -292,15 +294,20 @@ impl Qed {
     }
 
     /// Everything written is consistent: clear the need-check flag (QEMU's clean close).
-    fn clear_need_check(&self) -> Result<()> {
+    /// `durable`: flush the writes before and the header after.
+    fn clear_need_check(&self, durable: bool) -> Result<()> {
         let mut m = self.lock();
         if m.hdr.features & header::F_NEED_CHECK == 0 {
             return Ok(());
         }
-        self.file.sync_data()?;
+        if durable {
+            self.file.sync_data()?;
+        }
         m.hdr.features &= !header::F_NEED_CHECK;
         self.write_header(&m.hdr)?;
-        self.file.sync_data()?;
+        if durable {
+            self.file.sync_data()?;
+        }
         Ok(())
     }
 
@@ -320,7 +327,10 @@ impl Qed {
         }
         let t = m.alloc(g.cs, g.ts)?;
         fileio::write_zeroes_slow(&self.file, t, g.table_bytes())?;
-        self.file.sync_data()?;
+        if self.backing.is_some() {
+            // No need-check flag to recover with: durable before L1 names it.
+            self.file.sync_data()?;
+        }
         table::write_entries(&self.file, m.hdr.l1_table_offset + l1i as u64 * 8, &[t])?;
         m.l1[l1i] = t;
         Ok(t)
@@ -334,8 +344,9 @@ impl Qed {
         let in_c = off & (g.cs - 1);
         let ncl = (in_c + data.len() as u64).div_ceil(g.cs);
         self.set_need_check(m)?;
-        let l2 = self.l2_for_write(m, off)?;
+        // Data clusters first, then a new L2 table after them: QEMU's layout.
         let host = m.alloc(g.cs, ncl)?;
+        let l2 = self.l2_for_write(m, off)?;
         if in_c == 0 && data.len() as u64 == ncl * g.cs {
             fileio::write_full(&self.file, data, host)?;
         } else {
@@ -402,7 +413,7 @@ impl Qed {
 impl Drop for Qed {
     fn drop(&mut self) {
         if !self.read_only {
-            let _ = self.clear_need_check();
+            let _ = self.clear_need_check(false);
         }
     }
 }
@@ -510,7 +521,7 @@ impl BlockDriver for Qed {
     fn flush(&self) -> Result<()> {
         if !self.read_only {
             self.file.sync_data()?;
-            self.clear_need_check()?;
+            self.clear_need_check(true)?;
         }
         Ok(())
     }

@@ -1101,6 +1101,29 @@ fn dd_errors_match_qemu() {
     assert_eq!(msgs(&v).len(), 1);
     assert!(msgs(&v)[0].ends_with("in.raw: cannot skip to specified offset"));
     assert_eq!(read(&vd.join("o.raw")).len(), 0);
+    // Writing over the input (or a file under it) is refused, not a silent loss of the input
+    // as in qemu-img.
+    let inp = vd.join("in.raw");
+    let before = read(&inp);
+    let o = vk(&["dd", &format!("if={}", s(&inp)), &format!("of={}", s(&inp))]);
+    o.assert_one_line_error();
+    assert_eq!(read(&inp), before);
+    let top = vd.join("top.qcow2");
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-b",
+        "in.raw",
+        "-F",
+        "raw",
+        s(&top),
+    ])
+    .assert_ok();
+    let o = vk(&["dd", &format!("if={}", s(&top)), &format!("of={}", s(&inp))]);
+    o.assert_one_line_error();
+    assert_eq!(read(&inp), before);
 }
 
 // ---------------------------------------------------------------------------

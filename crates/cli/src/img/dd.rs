@@ -1,6 +1,6 @@
 //! qemu-img dd: copy an image (or part of it) into a new image, dd(1) style operands.
 
-use super::args::{alias_longs, cvtnum, cvtnum_full, format_for_open, INT_MAX};
+use super::args::{alias_longs, cvtnum, cvtnum_full, format_for_open, out, INT_MAX};
 use super::{emsg, has_flag, opt_last, show, Ctx, Fail, R};
 use crate::getopt::Spec;
 use std::path::Path;
@@ -32,7 +32,7 @@ const COPY_BUF: u64 = 4 << 20;
 pub fn run(ctx: &Ctx, args: &[String]) -> R {
     let a = alias_longs(ctx.parse(&SPEC, args)?, LONG);
     if has_flag(&a, 'h') {
-        print!("{HELP}");
+        out(HELP);
         return Ok(0);
     }
     let mut bs: u64 = 512;

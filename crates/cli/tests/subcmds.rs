@@ -1481,3 +1481,112 @@ fn rebase_and_commit_survive_kill() {
         assert!(interrupted > 0, "{op:?}: never interrupted ({ms} ms runs)");
     }
 }
+
+/// The commands work on every format through the driver trait: measure of an image of each
+/// format, dd into each format, bench on each, and commit and rebase with a qed top.
+#[test]
+fn other_formats_match_qemu() {
+    let src = tmp();
+    let raw = src.path().join("in.raw");
+    write_raw(&raw, &gen_data(3 * MIB as usize, 9));
+    for fmt in ["vmdk", "vdi", "vpc", "vhdx", "qed", "parallels"] {
+        let img = src.path().join(format!("in.{fmt}"));
+        qemu_img(&["convert", "-O", fmt, s(&raw), s(&img)]).assert_ok();
+        for t in [
+            &["-O", "qcow2"][..],
+            &["-O", "raw"],
+            &["-O", "qcow2", "--output=json"],
+        ] {
+            let mut args = vec!["measure", "-f", fmt];
+            args.extend(t);
+            args.push(s(&img));
+            if fmt == "parallels" && !qemu10() {
+                // Bitmap support for parallels (and its "bitmaps size" line) came after 7.2.
+                let (q, v) = (qemu_img(&args), vk(&args));
+                let strip = |o: &str| -> String {
+                    o.lines()
+                        .filter(|l| !l.contains("bitmaps"))
+                        .map(|l| format!("{l}\n"))
+                        .collect()
+                };
+                assert_eq!(strip(&v.stdout), strip(&q.stdout), "{args:?}");
+                continue;
+            }
+            assert_measure_same(&args);
+        }
+        let root = tmp();
+        let (qd, vd) = twins(src.path(), root.path());
+        let inp = format!("if={{D}}/in.{fmt}");
+        let (q, v) = both_in(
+            &qd,
+            &vd,
+            &[
+                "dd",
+                "-f",
+                fmt,
+                "-O",
+                fmt,
+                &inp,
+                "of={D}/out",
+                "bs=64k",
+                "count=40",
+                "skip=3",
+            ],
+        );
+        q.assert_ok();
+        v.assert_ok();
+        qemu_compare_identical(&qd.join("out"), fmt, &vd.join("out"), fmt);
+        let args = ["bench", "-f", fmt, "-c", "200", "-d", "4", s(&img)];
+        let (q, v) = (qemu_img(&args), vk(&args));
+        q.assert_ok();
+        v.assert_ok();
+        check_bench_output(&q, &v);
+    }
+    for op in [
+        &["commit", "{D}/top.qed"][..],
+        &["rebase", "-b", "new.qcow2", "-F", "qcow2", "{D}/top.qed"],
+        &["rebase", "-b", "", "{D}/top.qed"],
+    ] {
+        let d = tmp();
+        chain(d.path(), "");
+        new_backing(d.path(), "64k", "2M");
+        let top = d.path().join("top.qed");
+        create(&[
+            "create",
+            "-q",
+            "-f",
+            "qed",
+            "-b",
+            "top.qcow2",
+            "-F",
+            "qcow2",
+            s(&top),
+            "6M",
+        ]);
+        qio(
+            "qed",
+            &top,
+            &["write -P 0x51 64k 200k", "write -P 0x52 4M 1M"],
+        );
+        let before = qemu_to_raw(&top, "qed");
+        let root = tmp();
+        let (qd, vd) = twins(d.path(), root.path());
+        let (q, v) = both_in(&qd, &vd, op);
+        q.assert_ok();
+        v.assert_ok();
+        for (f, fmt) in [("top.qed", "qed"), ("top.qcow2", "qcow2")] {
+            qemu_compare_identical(&qd.join(f), fmt, &vd.join(f), fmt);
+        }
+        assert_bytes_eq(
+            &format!("{op:?}"),
+            &qemu_to_raw(&vd.join("top.qed"), "qed"),
+            &before,
+        );
+        assert_eq!(
+            backing_of(&vd.join("top.qed")),
+            backing_of(&qd.join("top.qed"))
+        );
+        let c = qemu_img(&["check", s(&vd.join("top.qed"))]);
+        assert!(c.ok(), "{op:?}: {c:?}");
+    }
+}

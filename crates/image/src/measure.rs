@@ -389,10 +389,14 @@ fn chain_data(
 }
 
 /// QEMU's qcow2_get_persistent_dirty_bitmap_size for `src`'s bitmaps, when `src` supports
-/// persistent bitmaps (qcow2 v3).
+/// persistent bitmaps (qcow2 v3, parallels).
 fn bitmaps_size(src: &dyn BlockDriver, cs: u64) -> Result<Option<u64>> {
-    if src.format() != Format::Qcow2 {
-        return Ok(None);
+    match src.format() {
+        Format::Qcow2 => {}
+        // QEMU's parallels driver supports persistent bitmaps, but the ones it loads from
+        // the format extension are not persistent: nothing to count.
+        Format::Parallels => return Ok(Some(0)),
+        _ => return Ok(None),
     }
     let info = src.info()?;
     let Some(q) = info.qcow2 else {

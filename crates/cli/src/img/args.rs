@@ -78,3 +78,10 @@ pub fn format_for_open(file: &str, fmt: Option<&str>) -> R<Option<virtkit_image:
             .ok_or_else(|| unknown_driver(file, f)),
     }
 }
+
+/// Prints to stdout; a closed pipe is not an error (qemu-img ignores SIGPIPE and carries on,
+/// where `println!` would panic).
+pub fn out(text: &str) {
+    use std::io::Write;
+    let _ = std::io::stdout().write_all(text.as_bytes());
+}

@@ -1,7 +1,7 @@
 //! qemu-img bench: a simple I/O benchmark, `depth` requests in flight on threads over the
 //! image's positional I/O, with qemu-img's options, output and errors.
 
-use super::args::{alias_longs, cache_mode, cvtnum, cvtnum_full, format_for_open, INT_MAX};
+use super::args::{alias_longs, cache_mode, cvtnum, cvtnum_full, format_for_open, out, INT_MAX};
 use super::{emsg, opt_last, show, Ctx, Fail, R};
 use crate::getopt::{Opt, Spec};
 use std::sync::{Condvar, Mutex};
@@ -87,7 +87,7 @@ pub fn run(ctx: &Ctx, args: &[String]) -> R {
     for o in &a.opts {
         match o {
             Opt::Short('h', _) => {
-                print!("{HELP}");
+                out(HELP);
                 return Ok(0);
             }
             Opt::Short('t', Some(v)) => {
@@ -144,17 +144,20 @@ pub fn run(ctx: &Ctx, args: &[String]) -> R {
     if p.step == 0 {
         p.step = p.bufsize;
     }
-    println!(
-        "Sending {} {} requests, {} bytes each, {} in parallel (starting at offset {}, step size {})",
+    out(&format!(
+        "Sending {} {} requests, {} bytes each, {} in parallel (starting at offset {}, step size {})\n",
         p.count,
         if p.write { "write" } else { "read" },
         p.bufsize,
         p.depth,
         p.offset,
         p.step
-    );
+    ));
     if p.flush_interval > 0 {
-        println!("Sending flush every {} requests", p.flush_interval);
+        out(&format!(
+            "Sending flush every {} requests\n",
+            p.flush_interval
+        ));
     }
     let t = Instant::now();
     bench(img.as_ref(), &p).map_err(|e| {
@@ -165,7 +168,10 @@ pub fn run(ctx: &Ctx, args: &[String]) -> R {
         };
         Fail::new(format!("Failed request: {m}"))
     })?;
-    println!("Run completed in {:.3} seconds.", t.elapsed().as_secs_f64());
+    out(&format!(
+        "Run completed in {:.3} seconds.\n",
+        t.elapsed().as_secs_f64()
+    ));
     Ok(0)
 }
 

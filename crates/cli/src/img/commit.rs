@@ -1,6 +1,6 @@
 //! qemu-img commit: write an image's changes into a backing file, then (unless -d) empty it.
 
-use super::args::{alias_longs, cache_mode, cvtnum, format_for_open};
+use super::args::{alias_longs, cache_mode, cvtnum, format_for_open, out};
 use super::convert::Progress;
 use super::{emsg, has_flag, opt_last, show, Ctx, Fail, R};
 use crate::getopt::{Opt, Spec};
@@ -45,7 +45,7 @@ pub fn run(ctx: &Ctx, args: &[String]) -> R {
     for o in &a.opts {
         match o {
             Opt::Short('h', _) => {
-                print!("{HELP}");
+                out(HELP);
                 return Ok(0);
             }
             // -b implies -d: the chain between stays as it is.
@@ -123,7 +123,7 @@ pub fn run(ctx: &Ctx, args: &[String]) -> R {
     bar.finish();
     r?;
     if !quiet {
-        println!("Image committed.");
+        out("Image committed.\n");
     }
     Ok(0)
 }

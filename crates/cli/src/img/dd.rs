@@ -1,10 +1,10 @@
 //! qemu-img dd: copy an image (or part of it) into a new image, dd(1) style operands.
 
-use super::args::{alias_longs, cvtnum, cvtnum_full, format_for_open, INT_MAX};
+use super::args::{alias_longs, cvtnum, cvtnum_full, format_for_open, out, INT_MAX};
 use super::{emsg, has_flag, opt_last, show, Ctx, Fail, R};
 use crate::getopt::Spec;
 use std::path::Path;
-use virtkit_image::{Error, Format};
+use virtkit_image::{BlockDriver, Error, Format};
 
 const SPEC: Spec = Spec {
     short: "hf:O:U",
@@ -32,7 +32,7 @@ const COPY_BUF: u64 = 4 << 20;
 pub fn run(ctx: &Ctx, args: &[String]) -> R {
     let a = alias_longs(ctx.parse(&SPEC, args)?, LONG);
     if has_flag(&a, 'h') {
-        print!("{HELP}");
+        out(HELP);
         return Ok(0);
     }
     let mut bs: u64 = 512;
@@ -88,6 +88,23 @@ pub fn run(ctx: &Ctx, args: &[String]) -> R {
             show(&output)
         ))
     };
+    // Creating the output truncates it: it must not be a file the input reads (qemu-img would
+    // silently destroy the input here).
+    if let Ok(om) = std::fs::metadata(&output) {
+        use std::os::unix::fs::MetadataExt;
+        let mut layer: Option<&dyn BlockDriver> = Some(src.as_ref());
+        while let Some(l) = layer {
+            if let Ok(im) = std::fs::metadata(l.filename()) {
+                if (im.dev(), im.ino()) == (om.dev(), om.ino()) {
+                    return Err(Fail::new(format!(
+                        "{}: error while creating output image: the output is an input file",
+                        show(&output)
+                    )));
+                }
+            }
+            layer = l.backing();
+        }
+    }
     let plan = virtkit_image::create::plan(out_fmt, &[("size".into(), out_size.to_string())])
         .map_err(|e| create_err(&e))?;
     plan.create(Path::new(&output))

@@ -1,6 +1,6 @@
 //! qemu-img measure: the file size a new image needs, for a given size or to convert an image.
 
-use super::args::{alias_longs, cvtnum, format_for_open, option_list_ok};
+use super::args::{alias_longs, cvtnum, format_for_open, option_list_ok, out};
 use super::{emsg, parse_o, show, Ctx, Fail, R};
 use crate::getopt::{Opt, Spec};
 use crate::qjson::{self, Dict, V};
@@ -51,7 +51,7 @@ pub fn run(ctx: &Ctx, args: &[String]) -> R {
     for o in &a.opts {
         match o {
             Opt::Short('h', _) => {
-                print!("{HELP}");
+                out(HELP);
                 return Ok(0);
             }
             Opt::Short('f', Some(v)) => fmt = Some(v.clone()),
@@ -128,12 +128,12 @@ pub fn run(ctx: &Ctx, args: &[String]) -> R {
         if let Some(b) = m.bitmaps {
             d.int("bitmaps", b);
         }
-        println!("{}", qjson::to_string(&V::Dict(d)));
+        out(&format!("{}\n", qjson::to_string(&V::Dict(d))));
     } else {
-        println!("required size: {}", m.required);
-        println!("fully allocated size: {}", m.fully_allocated);
+        out(&format!("required size: {}\n", m.required));
+        out(&format!("fully allocated size: {}\n", m.fully_allocated));
         if let Some(b) = m.bitmaps {
-            println!("bitmaps size: {b}");
+            out(&format!("bitmaps size: {b}\n"));
         }
     }
     Ok(0)

@@ -1,7 +1,7 @@
 //! qemu-img rebase: change an image's backing file, copying first (safe mode) whatever the
 //! image would otherwise see change.
 
-use super::args::{alias_longs, cache_mode, format_for_open};
+use super::args::{alias_longs, cache_mode, format_for_open, out};
 use super::convert::Progress;
 use super::{emsg, has_flag, opt_last, show, Ctx, Fail, R};
 use crate::getopt::Spec;
@@ -45,7 +45,7 @@ const LONG: &[(&str, char)] = &[
 pub fn run(ctx: &Ctx, args: &[String]) -> R {
     let a = alias_longs(ctx.parse(&SPEC, args)?, LONG);
     if has_flag(&a, 'h') {
-        print!("{HELP}");
+        out(HELP);
         return Ok(0);
     }
     let unsafe_mode = has_flag(&a, 'u');

@@ -145,8 +145,12 @@ impl Extent {
 /// Per-file allocation state.
 #[derive(Debug, Clone, Copy)]
 struct FileState {
-    /// Current length in bytes.
+    /// Length in bytes (including a pending extension, see `sized`).
     len: u64,
+    /// Length the file actually has; stream-optimized files are extended to `len` (the
+    /// zero-filled rest of the last grain's cluster, as QEMU leaves it) once, at flush or
+    /// close, not with one truncate per grain.
+    sized: u64,
     /// End (sectors) of what grains occupy; new grains go at or after it.
     end: u64,
 }
@@ -299,6 +303,12 @@ impl Builder<'_> {
                 io_text(&e)
             ))
         })?;
+        if f.metadata().map(|m| m.is_dir()).unwrap_or(false) {
+            return Err(Error::Invalid(format!(
+                "'file' driver requires '{}' to be a regular file",
+                path.display()
+            )));
+        }
         self.files.push(Arc::new(f));
         self.by_path
             .insert(path.to_path_buf(), self.files.len() - 1);
@@ -540,6 +550,7 @@ impl Vmdk {
             let l = fileio::file_len(f)?;
             files.push(FileState {
                 len: l,
+                sized: l,
                 end: l.div_ceil(512),
             });
         }
@@ -936,11 +947,9 @@ impl Vmdk {
         }
         let f = &self.files[e.fidx];
         fileio::write_full(f, &buf, pos * 512)?;
-        let want = (pos * 512 + cb).max(write_end * 512);
-        if want > st.files[e.fidx].len {
-            f.set_len(want)?;
-            st.files[e.fidx].len = want;
-        }
+        let fs = &mut st.files[e.fidx];
+        fs.sized = fs.sized.max(pos * 512 + buf.len() as u64);
+        fs.len = fs.len.max(pos * 512 + cb).max(write_end * 512);
         st.next[ei] = write_end;
         st.files[e.fidx].end = write_end;
         self.set_entries(st, ei, sp, slot, &[pos])
@@ -970,6 +979,18 @@ impl Vmdk {
         }
         fileio::write_full(f, &buf, self.desc_offset)?;
         f.sync_data()?;
+        Ok(())
+    }
+
+    /// Gives stream-optimized files the length QEMU's layout has (see FileState::sized).
+    fn settle_lengths(&self) -> Result<()> {
+        let mut st = self.lock();
+        for (i, fs) in st.files.iter_mut().enumerate() {
+            if fs.len > fs.sized {
+                self.files[i].set_len(fs.len)?;
+                fs.sized = fs.len;
+            }
+        }
         Ok(())
     }
 
@@ -1009,6 +1030,14 @@ impl Vmdk {
             return None;
         }
         first.sparse().map(|s| s.cluster_bytes())
+    }
+}
+
+impl Drop for Vmdk {
+    fn drop(&mut self) {
+        if !self.read_only {
+            let _ = self.settle_lengths();
+        }
     }
 }
 
@@ -1243,6 +1272,7 @@ impl BlockDriver for Vmdk {
 
     fn flush(&self) -> Result<()> {
         if !self.read_only {
+            self.settle_lengths()?;
             for f in &self.files {
                 f.sync_data()?;
             }

@@ -10,19 +10,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-fn qemu_major() -> u32 {
-    static V: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    *V.get_or_init(|| {
-        let out = qemu_img(&["--version"]);
-        out.stdout
-            .split_whitespace()
-            .nth(2)
-            .and_then(|v| v.split('.').next())
-            .and_then(|v| v.parse().ok())
-            .expect("qemu-img version")
-    })
-}
-
 fn cp(a: &Path, b: &Path) {
     std::fs::copy(a, b).unwrap_or_else(|e| panic!("copy {a:?} -> {b:?}: {e}"));
 }

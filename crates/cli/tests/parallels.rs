@@ -11,39 +11,6 @@ use virtkit_image::OpenOptions;
 
 const MIB: usize = 1 << 20;
 
-fn le32_at(b: &[u8], off: usize) -> u32 {
-    u32::from_le_bytes(b[off..off + 4].try_into().unwrap())
-}
-fn put_le32(b: &mut [u8], off: usize, v: u32) {
-    b[off..off + 4].copy_from_slice(&v.to_le_bytes());
-}
-fn put_le64(b: &mut [u8], off: usize, v: u64) {
-    b[off..off + 8].copy_from_slice(&v.to_le_bytes());
-}
-
-/// Whether the oracle is QEMU 10 or later, whose parallels driver virtkit follows (older
-/// ones allocate, repair and word some errors differently; there only what they share is
-/// compared).
-fn modern_qemu() -> bool {
-    let o = qemu_img(&["--version"]);
-    let v = o.stdout.split_whitespace().nth(2).unwrap_or("0");
-    v.split('.')
-        .next()
-        .and_then(|m| m.parse::<u32>().ok())
-        .unwrap_or(0)
-        >= 10
-}
-
-#[track_caller]
-fn same_read_and_map(path: &Path) {
-    let v = vk_to_raw(path, "parallels");
-    let q = qemu_to_raw(path, "parallels");
-    assert_bytes_eq(&format!("read {}", path.display()), &v, &q);
-    let vm = map_extents(&vk_map(path, "parallels"), true);
-    let qm = map_extents(&qemu_map(path, "parallels"), true);
-    assert_extents_eq(&format!("map {}", path.display()), &vm, &qm);
-}
-
 fn unnamed(mut v: Value) -> Value {
     v.as_object_mut().unwrap().remove("filename");
     v
@@ -176,7 +143,7 @@ fn parallels_create_errors_as_qemu() {
         v.assert_one_line_error();
         assert_eq!(v.code, q.code, "{o}");
         assert_eq!(v.stdout, q.stdout, "{o}");
-        if modern_qemu() {
+        if qemu_major() >= 10 {
             assert_eq!(
                 v.stderr.trim(),
                 q.stderr.lines().next().unwrap().trim(),
@@ -208,7 +175,7 @@ fn parallels_reads_qemu_written_images() {
     ] {
         let p = qemu_par(d.path(), name, opts, size);
         qio("parallels", &p, PATTERN);
-        same_read_and_map(&p);
+        same_read_and_map(&p, "parallels");
         same_info(&p);
         same_check(&p, None);
     }
@@ -265,7 +232,7 @@ fn parallels_writes_make_the_bytes_qemu_makes() {
                 }
             }
         }
-        if modern_qemu() {
+        if qemu_major() >= 10 {
             assert_bytes_eq(
                 &format!("image written with {opts:?}"),
                 &read(&v),
@@ -297,10 +264,10 @@ fn parallels_virtkit_writes_pass_qemu_check() {
         let c = vk(&["compare", "-f", "parallels", "-F", "raw", s(&out), s(&src)]);
         c.assert_ok();
         assert_eq!(c.stdout, "Images are identical.\n");
-        same_read_and_map(&out);
+        same_read_and_map(&out, "parallels");
         same_info(&out);
         let b = read(&out);
-        assert_eq!(le32_at(&b, 44), 0, "in-use mark left after convert");
+        assert_eq!(le32(&b, 44), 0, "in-use mark left after convert");
         let q = qemu_img(&["check", "--output=json", s(&out)]).json();
         assert_eq!(
             q["image-end-offset"].as_u64(),
@@ -315,7 +282,7 @@ fn parallels_virtkit_writes_pass_qemu_check() {
 #[test]
 fn parallels_check_and_repair_as_qemu() {
     let d = tmp();
-    let modern = modern_qemu();
+    let modern = qemu_major() >= 10;
     let p = qemu_par(d.path(), "c.img", "cluster_size=64k", "4M");
     qio(
         "parallels",
@@ -431,7 +398,7 @@ fn parallels_inuse_image_untouched_read_only_repaired_writable() {
     // Any writable open repairs it as QEMU's open does (older QEMU refuses to open it).
     let q = d.path().join("q.img");
     std::fs::write(&q, &b).unwrap();
-    if modern_qemu() {
+    if qemu_major() >= 10 {
         qio("parallels", &q, &["write -P 8 300k 1k"]);
     }
     {
@@ -445,7 +412,7 @@ fn parallels_inuse_image_untouched_read_only_repaired_writable() {
         .unwrap();
         img.write_at(&[8u8; 1024], 300 * 1024).unwrap();
     }
-    if modern_qemu() {
+    if qemu_major() >= 10 {
         assert_bytes_eq("repaired and written", &read(&p), &read(&q));
     }
     qemu_check_clean(&p);
@@ -459,14 +426,14 @@ fn parallels_old_format_reads_identical() {
     qio("parallels", &p, &["write -P 5 0 100k", "write -P 6 2M 64k"]);
     let mut b = read(&p);
     b[..16].copy_from_slice(b"WithoutFreeSpace");
-    let bat = le32_at(&b, 32) as usize;
+    let bat = le32(&b, 32) as usize;
     for i in 0..bat {
-        let e = le32_at(&b, 64 + 4 * i);
+        let e = le32(&b, 64 + 4 * i);
         put_le32(&mut b, 64 + 4 * i, e * 128);
     }
     let old = d.path().join("old.img");
     std::fs::write(&old, &b).unwrap();
-    same_read_and_map(&old);
+    same_read_and_map(&old, "parallels");
     same_info(&old);
     same_check(&old, None);
     // data_off 0: the data area starts right after the BAT, sector-aligned.
@@ -474,7 +441,7 @@ fn parallels_old_format_reads_identical() {
     put_le32(&mut z, 48, 0);
     let old0 = d.path().join("old0.img");
     std::fs::write(&old0, &z).unwrap();
-    same_read_and_map(&old0);
+    same_read_and_map(&old0, "parallels");
 }
 
 /// Appends a format extension cluster with one dirty bitmap (data in a cluster of its own)
@@ -521,7 +488,7 @@ fn parallels_format_extension_validated_and_preserved() {
     std::fs::write(&e, &good).unwrap();
     // QEMU and virtkit both accept it read-only and read the same.
     qemu_img(&["info", s(&e)]).assert_ok();
-    same_read_and_map(&e);
+    same_read_and_map(&e, "parallels");
     same_info(&e);
     // A bad checksum fails a read-only open in both.
     let bad = d.path().join("bad.img");

@@ -11,38 +11,6 @@ use virtkit_image::OpenOptions;
 
 const MIB: usize = 1 << 20;
 
-fn le64_at(b: &[u8], off: usize) -> u64 {
-    u64::from_le_bytes(b[off..off + 8].try_into().unwrap())
-}
-fn put_le32(b: &mut [u8], off: usize, v: u32) {
-    b[off..off + 4].copy_from_slice(&v.to_le_bytes());
-}
-fn put_le64(b: &mut [u8], off: usize, v: u64) {
-    b[off..off + 8].copy_from_slice(&v.to_le_bytes());
-}
-
-/// Whether the oracle is QEMU 10 or later (older ones word a few option errors differently).
-fn modern_qemu() -> bool {
-    let o = qemu_img(&["--version"]);
-    let v = o.stdout.split_whitespace().nth(2).unwrap_or("0");
-    v.split('.')
-        .next()
-        .and_then(|m| m.parse::<u32>().ok())
-        .unwrap_or(0)
-        >= 10
-}
-
-/// Reads through virtkit and qemu-img agree, and so do their maps (host offsets included).
-#[track_caller]
-fn same_read_and_map(path: &Path) {
-    let v = vk_to_raw(path, "qed");
-    let q = qemu_to_raw(path, "qed");
-    assert_bytes_eq(&format!("read {}", path.display()), &v, &q);
-    let vm = map_extents(&vk_map(path, "qed"), true);
-    let qm = map_extents(&qemu_map(path, "qed"), true);
-    assert_extents_eq(&format!("map {}", path.display()), &vm, &qm);
-}
-
 /// `check --output=json` and exit code agree with qemu-img's.
 #[track_caller]
 fn same_check(path: &Path) {
@@ -156,7 +124,7 @@ fn qed_create_errors_as_qemu() {
         v.assert_one_line_error();
         assert_eq!(v.code, q.code, "{o}");
         assert_eq!(v.stdout, q.stdout, "{o}");
-        if modern_qemu() {
+        if qemu_major() >= 10 {
             assert_eq!(
                 v.stderr.trim(),
                 q.stderr.lines().next().unwrap().trim(),
@@ -189,7 +157,7 @@ fn qed_reads_qemu_written_images() {
                 "write -P 0x55 512k 512",
             ],
         );
-        same_read_and_map(&p);
+        same_read_and_map(&p, "qed");
         same_check(&p);
         same_info(&p);
     }
@@ -253,7 +221,7 @@ fn qed_backing_chains_read_identical() {
         ],
     );
     for p in [&mid, &top] {
-        same_read_and_map(p);
+        same_read_and_map(p, "qed");
         same_info(p);
         same_check(p);
     }
@@ -290,11 +258,11 @@ fn qed_virtkit_writes_pass_qemu_check() {
         let c = vk(&["compare", "-f", "qed", "-F", "raw", s(&out), s(&src)]);
         c.assert_ok();
         assert_eq!(c.stdout, "Images are identical.\n");
-        same_read_and_map(&out);
+        same_read_and_map(&out, "qed");
         same_info(&out);
         // Clean close: the need-check flag is not left behind.
         assert_eq!(
-            le64_at(&read(&out), 16) & 2,
+            le64(&read(&out), 16) & 2,
             0,
             "need-check flag after convert"
         );
@@ -360,7 +328,7 @@ fn qed_library_writes_over_backing_file() {
         &qemu_to_raw(&ov, "qed"),
         &model,
     );
-    same_read_and_map(&ov);
+    same_read_and_map(&ov, "qed");
     // compare, through the generic code, as qemu-img: equal to the model, and where it
     // first differs from the base.
     let m = d.path().join("model.raw");
@@ -385,8 +353,8 @@ fn qed_need_check_image_repaired_only_by_writable_open() {
     let mut b = read(&p);
     // Need-check set, an L2 entry past the end of the file, a leaked cluster at the end.
     b[16] |= 2;
-    let l1 = le64_at(&b, 40) as usize;
-    let l2 = le64_at(&b, l1) as usize;
+    let l1 = le64(&b, 40) as usize;
+    let l2 = le64(&b, l1) as usize;
     put_le64(&mut b, l2 + 8 * 5, 1 << 40);
     b.extend_from_slice(&[0x77; 4096]);
     std::fs::write(&p, &b).unwrap();
@@ -412,8 +380,8 @@ fn qed_need_check_image_repaired_only_by_writable_open() {
     std::fs::write(&p, &b).unwrap();
     vk(&["resize", s(&p), "4M"]).assert_ok();
     let after = read(&p);
-    assert_eq!(le64_at(&after, 16) & 2, 0);
-    assert_eq!(le64_at(&after, l2 + 8 * 5), 0);
+    assert_eq!(le64(&after, 16) & 2, 0);
+    assert_eq!(le64(&after, l2 + 8 * 5), 0);
     let c = qemu_img(&["check", s(&p)]);
     assert_eq!(c.code, Some(3), "only the leak is left:\n{}", c.stdout);
 }
@@ -452,7 +420,7 @@ fn qed_resize_as_qemu() {
         assert_eq!(strip(&vo.stderr, &p), strip(&qo.stderr, &q), "{args:?}");
         assert_bytes_eq(&format!("after {args:?}"), &read(&p), &read(&q));
     }
-    same_read_and_map(&p);
+    same_read_and_map(&p, "qed");
     // The grown area takes writes (L1 entries past the old size).
     let size = qemu_info_json(&p)["virtual-size"].as_u64().unwrap();
     {
@@ -469,7 +437,7 @@ fn qed_resize_as_qemu() {
     qemu_check_clean(&p);
     let r = qemu_to_raw(&p, "qed");
     assert!(r[r.len() - 8192..].iter().all(|&b| b == 0x5e));
-    same_read_and_map(&p);
+    same_read_and_map(&p, "qed");
 }
 
 #[test]
@@ -525,8 +493,8 @@ fn qed_hostile_inputs() {
     let p = qemu_qed(d.path(), "h.qed", "cluster_size=4k,table_size=2", "4M");
     qio("qed", &p, &["write -P 0x31 0 16k", "write -z 1M 8k"]);
     let good = read(&p);
-    let l1 = le64_at(&good, 40) as usize;
-    let l2 = le64_at(&good, l1) as usize;
+    let l1 = le64(&good, 40) as usize;
+    let l2 = le64(&good, l1) as usize;
     type Patch = Box<dyn Fn(&mut Vec<u8>)>;
     let cases: Vec<(&str, Patch)> = vec![
         ("l1-past-eof", Box::new(|b| put_le64(b, 40, 1 << 40))),

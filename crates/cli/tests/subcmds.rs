@@ -11,19 +11,6 @@ use std::path::{Path, PathBuf};
 const KIB: u64 = 1 << 10;
 const MIB: u64 = 1 << 20;
 
-/// (major, minor) of the oracle.
-fn qemu_version() -> (u32, u32) {
-    let out = qemu_img(&["--version"]);
-    let v = out
-        .stdout
-        .split_whitespace()
-        .nth(2)
-        .unwrap_or("0.0")
-        .to_string();
-    let mut it = v.split('.').map(|x| x.parse::<u32>().unwrap_or(0));
-    (it.next().unwrap_or(0), it.next().unwrap_or(0))
-}
-
 fn qemu10() -> bool {
     qemu_version().0 >= 10
 }

@@ -381,16 +381,6 @@ fn library_writes_pass_qemu() {
 // Hostile input
 // ---------------------------------------------------------------------------
 
-fn le32(b: &[u8], off: usize) -> u32 {
-    u32::from_le_bytes(b[off..off + 4].try_into().unwrap())
-}
-fn put_le32(b: &mut [u8], off: usize, v: u32) {
-    b[off..off + 4].copy_from_slice(&v.to_le_bytes());
-}
-fn put_le64(b: &mut [u8], off: usize, v: u64) {
-    b[off..off + 8].copy_from_slice(&v.to_le_bytes());
-}
-
 /// A qemu-made 8 MiB dynamic image with blocks 0, 1, 3 and 5 allocated (in that order).
 fn hostile_base(dir: &Path) -> Vec<u8> {
     let p = dir.join("base.vdi");

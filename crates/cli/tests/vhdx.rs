@@ -44,15 +44,6 @@ fn seal(b: &mut [u8], at: usize) {
     b[at..at + 4].copy_from_slice(&c.to_le_bytes());
 }
 
-fn le16(b: &[u8], o: usize) -> u16 {
-    u16::from_le_bytes(b[o..o + 2].try_into().unwrap())
-}
-fn le32(b: &[u8], o: usize) -> u32 {
-    u32::from_le_bytes(b[o..o + 4].try_into().unwrap())
-}
-fn le64(b: &[u8], o: usize) -> u64 {
-    u64::from_le_bytes(b[o..o + 8].try_into().unwrap())
-}
 fn p16(b: &mut [u8], o: usize, v: u16) {
     b[o..o + 2].copy_from_slice(&v.to_le_bytes());
 }
@@ -87,19 +78,6 @@ fn region(b: &[u8], guid: &[u8; 16]) -> (usize, usize) {
         .find(|e| &e[..16] == guid)
         .map(|e| (le64(e, 16) as usize, le32(e, 24) as usize))
         .expect("region")
-}
-
-/// Qemu version (major, minor).
-fn qemu_version() -> (u32, u32) {
-    let o = qemu_img(&["--version"]);
-    let v = o
-        .stdout
-        .split_whitespace()
-        .nth(2)
-        .expect("version")
-        .to_string();
-    let mut it = v.split('.').map(|x| x.parse::<u32>().unwrap_or(0));
-    (it.next().unwrap_or(0), it.next().unwrap_or(0))
 }
 
 // ---------------------------------------------------------------------------

@@ -16,16 +16,6 @@ const SUBFORMATS: [&str; 5] = [
     "streamOptimized",
 ];
 
-/// Major version of the oracle qemu-img (7 or 10 here).
-fn qemu_major() -> u32 {
-    let v = qemu_img(&["--version"]).stdout;
-    v.split_whitespace()
-        .nth(2)
-        .and_then(|x| x.split('.').next())
-        .and_then(|x| x.parse().ok())
-        .unwrap_or(0)
-}
-
 /// stderr without the program name qemu-img or virtkit put before each message.
 fn msg(o: &Out) -> String {
     o.stderr

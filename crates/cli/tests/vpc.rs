@@ -23,17 +23,6 @@ fn msg(stderr: &str, path: &Path) -> String {
         .replace(s(path), "IMG")
 }
 
-/// Major version of the qemu-img under test.
-fn qemu_major() -> u32 {
-    let v = qemu_img(&["--version"]);
-    v.stdout
-        .split_whitespace()
-        .nth(2)
-        .and_then(|x| x.split('.').next())
-        .and_then(|x| x.parse().ok())
-        .expect("qemu-img version")
-}
-
 fn create_args(p: &Path, opts: Option<&str>, size: Option<&str>) -> Vec<String> {
     let mut a: Vec<String> = vec!["create".into(), "-f".into(), "vpc".into()];
     if let Some(o) = opts {

@@ -689,3 +689,51 @@ pub mod hdr {
     pub const HEADER_LENGTH: usize = 100;
     pub const COMPRESSION_TYPE: usize = 104;
 }
+
+/// (major, minor) of the oracle qemu-img, asked once per test binary; suites branch on it
+/// where qemu-img 7.2 and 10.x print or behave differently.
+pub fn qemu_version() -> (u32, u32) {
+    static V: std::sync::OnceLock<(u32, u32)> = std::sync::OnceLock::new();
+    *V.get_or_init(|| {
+        let out = qemu_img(&["--version"]);
+        let v = out
+            .stdout
+            .split_whitespace()
+            .nth(2)
+            .expect("qemu-img --version prints a version")
+            .to_string();
+        let mut it = v.split('.').map(|x| x.parse::<u32>().unwrap_or(0));
+        (it.next().unwrap_or(0), it.next().unwrap_or(0))
+    })
+}
+
+pub fn qemu_major() -> u32 {
+    qemu_version().0
+}
+
+pub fn le16(b: &[u8], off: usize) -> u16 {
+    u16::from_le_bytes(b[off..off + 2].try_into().unwrap())
+}
+pub fn le32(b: &[u8], off: usize) -> u32 {
+    u32::from_le_bytes(b[off..off + 4].try_into().unwrap())
+}
+pub fn le64(b: &[u8], off: usize) -> u64 {
+    u64::from_le_bytes(b[off..off + 8].try_into().unwrap())
+}
+pub fn put_le32(b: &mut [u8], off: usize, v: u32) {
+    b[off..off + 4].copy_from_slice(&v.to_le_bytes());
+}
+pub fn put_le64(b: &mut [u8], off: usize, v: u64) {
+    b[off..off + 8].copy_from_slice(&v.to_le_bytes());
+}
+
+/// Reads through virtkit and qemu-img agree, and so do their maps (host offsets included).
+#[track_caller]
+pub fn same_read_and_map(path: &Path, fmt: &str) {
+    let v = vk_to_raw(path, fmt);
+    let q = qemu_to_raw(path, fmt);
+    assert_bytes_eq(&format!("read {}", path.display()), &v, &q);
+    let vm = map_extents(&vk_map(path, fmt), true);
+    let qm = map_extents(&qemu_map(path, fmt), true);
+    assert_extents_eq(&format!("map {}", path.display()), &vm, &qm);
+}

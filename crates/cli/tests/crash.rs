@@ -22,26 +22,6 @@ fn calibrate(args: &[&str], cap: Duration) -> Duration {
     t.elapsed().min(cap)
 }
 
-/// Spawn the convert, SIGKILL it after `delay`, return whether it was still running.
-fn kill_after(args: &[&str], delay: Duration) -> bool {
-    let mut cmd = vk_command(args);
-    cmd.stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    let mut child = cmd.spawn().expect("spawn");
-    let deadline = Instant::now() + delay;
-    while Instant::now() < deadline {
-        if child.try_wait().unwrap().is_some() {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    let running = child.try_wait().unwrap().is_none();
-    let _ = child.kill(); // SIGKILL
-    let _ = child.wait();
-    running
-}
-
 /// After a kill: no corruption, repairable leaks, clean afterwards.
 fn verify_survivor(img: &Path, ctx: &str) {
     let q = qemu_img(&["check", "-f", "qcow2", s(img)]);

@@ -614,25 +614,6 @@ fn qed_hostile_inputs() {
 // Crash consistency
 // ---------------------------------------------------------------------------
 
-fn kill_after(args: &[String], delay: Duration) -> bool {
-    let mut cmd = vk_command(args);
-    cmd.stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    let mut child = cmd.spawn().expect("spawn");
-    let deadline = Instant::now() + delay;
-    while Instant::now() < deadline {
-        if child.try_wait().unwrap().is_some() {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    let running = child.try_wait().unwrap().is_none();
-    let _ = child.kill(); // SIGKILL
-    let _ = child.wait();
-    running
-}
-
 /// SIGKILL at random moments of `convert -O qed` (fresh target, and `-n` onto a partly
 /// written one): afterwards qemu-img check finds no corruption (leaks at most), and what
 /// the image reads is, cluster by cluster, either the source or zeros.

@@ -615,26 +615,6 @@ fn miscounted_header_never_reuses_a_block() {
 // Crash safety
 // ---------------------------------------------------------------------------
 
-/// Spawns `args`, SIGKILLs it after `delay`; whether it was still running.
-fn kill_after(args: &[&str], delay: Duration) -> bool {
-    let mut cmd = vk_command(args);
-    cmd.stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    let mut child = cmd.spawn().expect("spawn");
-    let deadline = Instant::now() + delay;
-    while Instant::now() < deadline {
-        if child.try_wait().unwrap().is_some() {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    let running = child.try_wait().unwrap().is_none();
-    let _ = child.kill();
-    let _ = child.wait();
-    running
-}
-
 fn full_run(args: &[&str]) -> Duration {
     let t = Instant::now();
     vk(args).assert_ok();

@@ -735,25 +735,6 @@ fn hostile_inputs() {
 // Crash safety
 // ---------------------------------------------------------------------------------------
 
-fn kill_after(args: &[&str], delay: Duration) -> bool {
-    let mut cmd = vk_command(args);
-    cmd.stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    let mut child = cmd.spawn().expect("spawn");
-    let deadline = Instant::now() + delay;
-    while Instant::now() < deadline {
-        if child.try_wait().unwrap().is_some() {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    let running = child.try_wait().unwrap().is_none();
-    let _ = child.kill();
-    let _ = child.wait();
-    running
-}
-
 /// Every sector of `img` holds what one of `sources` holds there (or zero for a fresh
 /// target): no garbage, no grain pointing at the wrong data.
 fn sectors_from(img: &Path, sources: &[&[u8]], ctx: &str) {

@@ -799,25 +799,6 @@ fn hostile_images() {
 // Crash safety
 // ---------------------------------------------------------------------------
 
-fn kill_after(args: &[&str], delay: Duration) -> bool {
-    let mut cmd = vk_command(args);
-    cmd.stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    let mut child = cmd.spawn().expect("spawn");
-    let deadline = Instant::now() + delay;
-    while Instant::now() < deadline {
-        if child.try_wait().unwrap().is_some() {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    let running = child.try_wait().unwrap().is_none();
-    let _ = child.kill();
-    let _ = child.wait();
-    running
-}
-
 #[test]
 fn kill_during_convert_to_vpc() {
     let d = tmp();

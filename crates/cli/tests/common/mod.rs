@@ -737,3 +737,24 @@ pub fn same_read_and_map(path: &Path, fmt: &str) {
     let qm = map_extents(&qemu_map(path, fmt), true);
     assert_extents_eq(&format!("map {}", path.display()), &vm, &qm);
 }
+
+/// Spawns `virtkit img ARGS`, SIGKILLs it after `delay`; whether it was still running then
+/// (the crash tests of every writable format).
+pub fn kill_after<S: AsRef<OsStr>>(args: &[S], delay: Duration) -> bool {
+    let mut cmd = vk_command(args);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().expect("spawn");
+    let deadline = Instant::now() + delay;
+    while Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let running = child.try_wait().unwrap().is_none();
+    let _ = child.kill(); // SIGKILL
+    let _ = child.wait();
+    running
+}

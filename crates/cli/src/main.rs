@@ -15,7 +15,8 @@ Usage: virtkit <command> [args...]
 
 Commands:
   img       disk images (qemu-img compatible: create, info, convert, check, resize,
-            snapshot, compare, map)
+            snapshot, compare, map, amend, bench, bitmap, commit, dd, measure,
+            rebase; plus ova-import and ova-export)
   help      this text
   version   print the version
 
@@ -25,6 +26,12 @@ command line, output and exit codes:
 ";
 
 fn main() -> ExitCode {
+    // Like the C tools we stand in for, die quietly of SIGPIPE when the reader of our output
+    // goes away (`virtkit img map x | head`), instead of panicking in println! on EPIPE.
+    // SAFETY: called first thing, before any other thread exists; SIG_DFL is a valid handler.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let args: Vec<String> = std::env::args().collect();
     let argv0 = args
         .first()

@@ -266,14 +266,17 @@ pub trait BlockDriver: Send + Sync {
     fn snapshots(&self) -> Result<Vec<SnapshotInfo>> {
         Ok(Vec::new())
     }
+    // Formats without internal snapshots answer with the words qemu-img prints for them.
     fn snapshot_create(&self, _name: &str) -> Result<()> {
-        Err(self.no_snapshots())
+        Err(Error::Unsupported("Operation not supported".into()))
     }
     fn snapshot_apply(&self, _name: &str) -> Result<()> {
-        Err(self.no_snapshots())
+        Err(Error::Unsupported(
+            "Block driver does not support snapshots".into(),
+        ))
     }
     fn snapshot_delete(&self, _name: &str) -> Result<()> {
-        Err(self.no_snapshots())
+        Err(Error::Unsupported("snapshot not found".into()))
     }
     /// Makes a read-only image show internal snapshot `id` and/or `name` instead of its
     /// current state (QEMU's bdrv_snapshot_load_tmp, for `measure -l` and `convert -l`).
@@ -282,12 +285,5 @@ pub trait BlockDriver: Send + Sync {
             "Block format '{}' used by device '' does not support temporarily loading internal snapshots",
             self.format().name()
         )))
-    }
-    #[doc(hidden)]
-    fn no_snapshots(&self) -> Error {
-        Error::Unsupported(format!(
-            "Block format '{}' used by device '' does not support internal snapshots",
-            self.format().name()
-        ))
     }
 }

@@ -83,13 +83,14 @@ pub fn run(ctx: &Ctx, args: &[String]) -> R {
         return Err(Fail::new("Must specify image file name"));
     }
     let (out, inputs) = a.args.split_last().expect("two or more");
-    if compress && out_fmt == Format::Raw {
-        return Err(Fail::new("Compression not supported for this file format"));
-    }
     let srcs: Vec<Box<dyn BlockDriver>> = inputs
         .iter()
         .map(|f| super::open_image(ctx, f, src_fmt, false))
         .collect::<R<_>>()?;
+    // As qemu-img: after the sources open, before the target is created.
+    if compress && !matches!(out_fmt, Format::Qcow2 | Format::Vmdk) {
+        return Err(Fail::new("Compression not supported for this file format"));
+    }
     let total: u64 = srcs.iter().map(|s| s.virtual_size()).sum();
 
     let dst: Box<dyn BlockDriver> = if no_create {

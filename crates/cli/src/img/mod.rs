@@ -82,14 +82,25 @@ usage: qemu-img [standard options] command [command options]
 QEMU disk image utility (virtkit implementation)
 
 Command syntax:
+  amend [-p] [-q] [-f fmt] [--force] -o options filename
+  bench [-c count] [-d depth] [-f fmt] [--flush-interval=flush_interval] [-n] [--no-drain] [-o offset] [--pattern=pattern] [-q] [-s buffer_size] [-S step_size] [-t cache] [-w] [-U] filename
+  bitmap (--merge SOURCE | --add | --remove | --clear | --enable | --disable)... [-b source_file [-F source_fmt]] [-g granularity] [-f fmt] filename bitmap
   check [-q] [-f fmt] [--output=ofmt] [-r [leaks | all]] [-U] filename
+  commit [-q] [-f fmt] [-t cache] [-b base] [-d] [-p] filename
   compare [-f fmt] [-F fmt] [-p] [-q] [-s] [-U] filename1 filename2
   convert [--target-is-zero] [-U] [-c] [-p] [-q] [-n] [-f fmt] [-O output_fmt] [-B backing_file [-F backing_fmt]] [-o options] [-S sparse_size] [-m num_coroutines] [-W] filename [filename2 [...]] output_filename
   create [-q] [-f fmt] [-b backing_file [-F backing_fmt]] [-u] [-o options] filename [size]
+  dd [-U] [-f fmt] [-O output_fmt] [bs=block_size] [count=blocks] [skip=blocks] if=input of=output
   info [-f fmt] [--output=ofmt] [--backing-chain] [-U] filename
   map [-f fmt] [--start-offset=offset] [--max-length=len] [--output=ofmt] [-U] filename
+  measure [--output=ofmt] [-O output_fmt] [-o options] [--size N | [-f fmt] [-l snapshot_param] filename]
+  rebase [-U] [-q] [-f fmt] [-t cache] [-T src_cache] [-p] [-u] [-c] -b backing_file [-F backing_fmt] filename
   resize [-f fmt] [--preallocation=prealloc] [-q] [--shrink] filename [+ | -]size
   snapshot [-U] [-q] [-l | -a snapshot | -c snapshot | -d snapshot] filename
+
+virtkit extensions:
+  ova-import [-O output_fmt] [-o options] [-m num] [-p] [-q] [--output=ofmt] package.ova [directory]
+  ova-export [-f fmt] [--name name] [--cpus n] [--memory MiB] [--sha256] disk [disk...] package.ova
 
 Supported formats: raw qcow2 vmdk vdi vpc vhdx qed parallels
 ";

@@ -19,11 +19,22 @@ const MAX_CHECK_CLUSTERS: u64 = 1 << 26;
 struct Refs {
     v: Vec<u32>,
     out_of_range: u64,
+    file_len: u64,
 }
 
 impl Refs {
     fn inc(&mut self, r: &mut CheckReport, cb: u32, off: u64, len: u64) {
         if len == 0 {
+            return;
+        }
+        // As QEMU: the last cluster may be partly past the end of the file, but a region
+        // ending a whole cluster or more past it is corrupt (it reads as zeros) and is not
+        // counted, so the refcounts of clusters past the end are not "fixed" to point at it.
+        if off.saturating_add(len) >= self.file_len.saturating_add(1 << cb) {
+            r.corruptions += 1;
+            r.messages.push(format!(
+                "ERROR: counting reference for region exceeding the end of the file by one cluster or more: offset {off:#x} size {len:#x}"
+            ));
             return;
         }
         let first = off >> cb;
@@ -185,6 +196,7 @@ fn walk(m: &mut Meta, nclusters: usize) -> Result<(Refs, CheckReport)> {
         refs: Refs {
             v: vec![0u32; nclusters],
             out_of_range: 0,
+            file_len: m.file_len,
         },
         r: CheckReport::default(),
         memo: HashMap::new(),

@@ -5,6 +5,18 @@ need=()
 command -v qemu-img >/dev/null 2>&1 || need+=(qemu-utils)
 command -v qemu-io >/dev/null 2>&1 || need+=(qemu-utils)
 [ -x /usr/bin/time ] || need+=(time)
+# Guest-disk tests build real filesystems, partition tables and LVM volumes.
+command -v mkfs.ext4 >/dev/null 2>&1 || need+=(e2fsprogs)
+command -v mkfs.xfs >/dev/null 2>&1 || need+=(xfsprogs)
+command -v mkfs.vfat >/dev/null 2>&1 || need+=(dosfstools)
+command -v mcopy >/dev/null 2>&1 || need+=(mtools)
+command -v xorriso >/dev/null 2>&1 || need+=(xorriso)
+command -v sfdisk >/dev/null 2>&1 || need+=(fdisk)
+command -v sgdisk >/dev/null 2>&1 || need+=(gdisk)
+command -v pvcreate >/dev/null 2>&1 || need+=(lvm2)
+command -v mkfs.btrfs >/dev/null 2>&1 || need+=(btrfs-progs)
+command -v mkfs.ntfs >/dev/null 2>&1 || need+=(ntfs-3g)
+command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
 if [ ${#need[@]} -gt 0 ]; then
   echo "deps: installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

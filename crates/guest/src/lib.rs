@@ -7,6 +7,8 @@
 pub mod dev;
 pub mod error;
 pub mod fs;
+pub mod inspect;
+pub mod mounts;
 
 pub use dev::{BlockDev, ImageDev, Slice};
 pub use error::{Error, Result};

@@ -63,8 +63,7 @@ pub fn disk_name(index: usize) -> String {
 
 /// The disk index of letters "a".."z", "aa", ...; None when not letters or absurdly long.
 fn disk_index(letters: &str) -> Option<usize> {
-    if letters.is_empty() || letters.len() > 4 || !letters.bytes().all(|c| c.is_ascii_lowercase())
-    {
+    if letters.is_empty() || letters.len() > 4 || !letters.bytes().all(|c| c.is_ascii_lowercase()) {
         return None;
     }
     let mut n = 0usize;
@@ -241,7 +240,10 @@ impl Guest {
             }
         }
         for lv in self.lvm.lvs() {
-            let dev = self.lvm.lv_device(&lv.vg_name, &lv.name).and_then(|r| r.ok());
+            let dev = self
+                .lvm
+                .lv_device(&lv.vg_name, &lv.name)
+                .and_then(|r| r.ok());
             push(&lv.path, dev.as_ref());
         }
         out
@@ -265,7 +267,9 @@ impl Guest {
             let Some(tail) = rest.strip_prefix(prefix) else {
                 continue;
             };
-            let split = tail.find(|c: char| c.is_ascii_digit()).unwrap_or(tail.len());
+            let split = tail
+                .find(|c: char| c.is_ascii_digit())
+                .unwrap_or(tail.len());
             let (letters, num) = tail.split_at(split);
             let Some(i) = disk_index(letters) else {
                 continue;
@@ -337,7 +341,14 @@ mod tests {
 
     #[test]
     fn disk_names_round_trip() {
-        for (i, n) in [(0, "a"), (25, "z"), (26, "aa"), (27, "ab"), (701, "zz"), (702, "aaa")] {
+        for (i, n) in [
+            (0, "a"),
+            (25, "z"),
+            (26, "aa"),
+            (27, "ab"),
+            (701, "zz"),
+            (702, "aaa"),
+        ] {
             assert_eq!(disk_name(i), format!("/dev/sd{n}"));
             assert_eq!(disk_index(n), Some(i));
         }

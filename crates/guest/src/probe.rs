@@ -365,8 +365,7 @@ fn iso9660(dev: &dyn BlockDev) -> Result<Option<FsInfo>> {
         if &vd[1..6] != b"CD001" || vd[0] == 255 {
             break;
         }
-        if vd[0] == 2 && vd[88] == b'%' && vd[89] == b'/' && matches!(vd[90], b'@' | b'C' | b'E')
-        {
+        if vd[0] == 2 && vd[88] == b'%' && vd[89] == b'/' && matches!(vd[90], b'@' | b'C' | b'E') {
             joliet = Some(vd[40..72].to_vec());
             break;
         }
@@ -456,7 +455,11 @@ fn ntfs(dev: &dyn BlockDev) -> Result<Option<FsInfo>> {
 fn ntfs_label(dev: &dyn BlockDev, b: &[u8]) -> Result<Option<String>> {
     let ss = le16(b, 0x0b) as u64;
     let spc = b[0x0d];
-    let spc: u64 = if spc < 0x80 { spc as u64 } else { 1 << (256 - spc as u32).min(31) };
+    let spc: u64 = if spc < 0x80 {
+        spc as u64
+    } else {
+        1 << (256 - spc as u32).min(31)
+    };
     let cluster = ss * spc;
     let cpr = b[0x40] as i8;
     let rec = if cpr > 0 {
@@ -530,7 +533,11 @@ fn btrfs(dev: &dyn BlockDev) -> Result<Option<FsInfo>> {
     if &sb[0x40..0x48] != b"_BHRfS_M" {
         return Ok(None);
     }
-    Ok(info("btrfs", label(&sb[0x12b..0x22b]), uuid(&sb[0x20..0x30])))
+    Ok(info(
+        "btrfs",
+        label(&sb[0x12b..0x22b]),
+        uuid(&sb[0x20..0x30]),
+    ))
 }
 
 fn swap(dev: &dyn BlockDev) -> Result<Option<FsInfo>> {

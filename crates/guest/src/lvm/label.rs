@@ -10,7 +10,8 @@ const SECTOR: u64 = 512;
 /// LVM's CRC seed (INITIAL_CRC in lib/misc/crc.h).
 const INITIAL_CRC: u32 = 0xf597_a6cf;
 /// The mda_header magic (FMTT_MAGIC).
-pub const MDA_MAGIC: &[u8; 16] = b"\x20\x4c\x56\x4d\x32\x20\x78\x5b\x35\x41\x25\x72\x30\x4e\x2a\x3e";
+pub const MDA_MAGIC: &[u8; 16] =
+    b"\x20\x4c\x56\x4d\x32\x20\x78\x5b\x35\x41\x25\x72\x30\x4e\x2a\x3e";
 /// Most data or metadata areas accepted per PV (LVM writes one or two of each).
 const MAX_AREAS: usize = 8;
 

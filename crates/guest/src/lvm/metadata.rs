@@ -282,7 +282,10 @@ desc = "with \"quotes\" and \\"
         assert!(parse(b"a { b = \"x").is_err());
         assert!(parse(b"}").is_err());
         assert!(parse(b"a {").is_err());
-        assert_eq!(parse(b"a = 99999999999999999999999").unwrap().int("a"), None);
+        assert_eq!(
+            parse(b"a = 99999999999999999999999").unwrap().int("a"),
+            None
+        );
         assert!(parse(b"a = \x01").is_err());
     }
 }

@@ -200,11 +200,7 @@ fn candidate(text: &[u8]) -> Result<Candidate> {
     let seqno = vg
         .uint("seqno")
         .ok_or_else(|| Error::Corrupt(format!("LVM volume group {}: no seqno", vg.name)))?;
-    Ok(Candidate {
-        vg_id,
-        seqno,
-        root,
-    })
+    Ok(Candidate { vg_id, seqno, root })
 }
 
 /// LVM's rules for VG and LV names (the lexer already limits the characters).
@@ -287,9 +283,7 @@ pub fn scan(devices: &[(String, Arc<dyn BlockDev>)]) -> Lvm {
         };
         match build_vg(sec, c.seqno, &by_uuid) {
             Ok(vg) => lvm.vgs.push(vg),
-            Err(e) => lvm
-                .warnings
-                .push(format!("volume group {}: {e}", sec.name)),
+            Err(e) => lvm.warnings.push(format!("volume group {}: {e}", sec.name)),
         }
     }
     for s in &scanned {
@@ -615,7 +609,10 @@ impl BlockDev for LvDev {
             let pos = off + done as u64;
             let i = self.pieces.partition_point(|p| p.lv_start + p.len <= pos);
             let Some(p) = self.pieces.get(i) else {
-                return Err(Error::Corrupt(format!("{}: no segment at {pos}", self.name)));
+                return Err(Error::Corrupt(format!(
+                    "{}: no segment at {pos}",
+                    self.name
+                )));
             };
             let rel = pos - p.lv_start;
             let within = rel % p.chunk;

@@ -47,7 +47,9 @@ fn header(dev: &dyn BlockDev, ss: u64, lba: u64) -> Result<Header> {
     let mut b = vec![0u8; ss as usize];
     dev.read_at(&mut b, lba * ss)?;
     if &b[0..8] != b"EFI PART" {
-        return Err(Error::Corrupt(format!("no EFI PART signature at LBA {lba}")));
+        return Err(Error::Corrupt(format!(
+            "no EFI PART signature at LBA {lba}"
+        )));
     }
     let hsize = le32(&b, 12) as u64;
     if !(92..=ss).contains(&hsize) {

@@ -30,6 +30,7 @@ fn try_run(prog: &str, args: &[&str]) -> (bool, String, String) {
         .arg("60")
         .arg(prog)
         .args(args)
+        .env("LVM_SUPPRESS_FD_WARNINGS", "1")
         .output()
         .unwrap_or_else(|e| panic!("cannot run {prog}: {e}"));
     (

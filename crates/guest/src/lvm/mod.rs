@@ -635,6 +635,28 @@ impl BlockDev for LvDev {
 }
 
 impl Lvm {
+    /// The volume group described by metadata `text`, over `pvs` given as (PV UUID, with or
+    /// without dashes; device name; device), as if the text had been read from their metadata
+    /// areas. For fuzzing the metadata interpretation and the extent mapping past the
+    /// checksums, and for tests.
+    pub fn from_metadata(text: &[u8], pvs: &[(String, String, Arc<dyn BlockDev>)]) -> Result<Lvm> {
+        let c = candidate(text)?;
+        let by_uuid = pvs
+            .iter()
+            .map(|(u, n, d)| (undashed(u), (n.clone(), d.clone())))
+            .collect();
+        let sec = c
+            .root
+            .sections
+            .first()
+            .ok_or_else(|| Error::Corrupt("LVM metadata holds no volume group".into()))?;
+        let vg = build_vg(sec, c.seqno, &by_uuid)?;
+        Ok(Lvm {
+            vgs: vec![vg],
+            ..Lvm::default()
+        })
+    }
+
     pub fn pvs(&self) -> Vec<PvInfo> {
         let mut out = Vec::new();
         for vg in &self.vgs {

@@ -124,7 +124,11 @@ struct Vg {
     seqno: u64,
     extent_size: u64,
     pvs: Vec<(String, VgPv)>,
+    /// PV key ("pv0") -> index in `pvs`.
+    pv_index: HashMap<String, usize>,
     lvs: Vec<Lv>,
+    /// LV name -> index in `lvs` (lookups stay linear in the metadata size).
+    lv_index: HashMap<String, usize>,
 }
 
 /// Everything LVM found on a set of devices.
@@ -286,15 +290,22 @@ pub fn scan(devices: &[(String, Arc<dyn BlockDev>)]) -> Lvm {
             Err(e) => lvm.warnings.push(format!("volume group {}: {e}", sec.name)),
         }
     }
+    let used: std::collections::HashSet<(&str, &str)> = lvm
+        .vgs
+        .iter()
+        .flat_map(|vg| &vg.pvs)
+        .filter_map(|(_, p)| {
+            p.device
+                .as_ref()
+                .map(|(n, _)| (n.as_str(), p.uuid.as_str()))
+        })
+        .collect();
+    let mut orphans = Vec::new();
     for s in &scanned {
-        let in_vg = lvm.vgs.iter().any(|vg| {
-            vg.pvs.iter().any(|(_, p)| {
-                p.device.as_ref().is_some_and(|(n, _)| *n == s.name) && p.uuid == s.label.uuid
-            })
-        });
+        let in_vg = used.contains(&(s.name.as_str(), s.label.uuid.as_str()));
         if !in_vg {
             let da = s.label.data_areas.first();
-            lvm.orphans.push(PvInfo {
+            orphans.push(PvInfo {
                 name: s.name.clone(),
                 uuid: s.label.uuid_dashed(),
                 vg_name: None,
@@ -305,6 +316,7 @@ pub fn scan(devices: &[(String, Arc<dyn BlockDev>)]) -> Lvm {
             });
         }
     }
+    lvm.orphans = orphans;
     lvm
 }
 
@@ -328,7 +340,9 @@ fn build_vg(
         seqno,
         extent_size,
         pvs: Vec::new(),
+        pv_index: HashMap::new(),
         lvs: Vec::new(),
+        lv_index: HashMap::new(),
     };
     if let Some(pvs) = sec.section("physical_volumes") {
         for p in &pvs.sections {
@@ -341,6 +355,7 @@ fn build_vg(
                 .uint("pe_count")
                 .ok_or_else(|| bad(format!("PV {}: pe_count missing or invalid", p.name)))?;
             let device = by_uuid.get(&uuid).cloned();
+            vg.pv_index.entry(p.name.clone()).or_insert(vg.pvs.len());
             vg.pvs.push((
                 p.name.clone(),
                 VgPv {
@@ -357,18 +372,19 @@ fn build_vg(
         return Ok(vg);
     };
     // Copy-on-write stores of old-style snapshots: their bytes are not the snapshot's view.
-    let mut cow: Vec<&str> = Vec::new();
+    let mut cow: std::collections::HashSet<&str> = std::collections::HashSet::new();
     for l in &lvs.sections {
         for s in &l.sections {
             if s.str("type") == Some("snapshot") {
                 if let Some(c) = s.str("cow_store") {
-                    cow.push(c);
+                    cow.insert(c);
                 }
             }
         }
     }
     for l in &lvs.sections {
-        let lv = build_lv(&vg, l, cow.contains(&l.name.as_str()));
+        let lv = build_lv(&vg, l, cow.contains(l.name.as_str()));
+        vg.lv_index.entry(lv.name.clone()).or_insert(vg.lvs.len());
         vg.lvs.push(lv);
     }
     Ok(vg)
@@ -449,9 +465,15 @@ fn map_lv(
     if count == 0 || count > MAX_SEGMENTS {
         return Err(corrupt(format!("segment_count {count} is invalid")));
     }
+    let by_name: HashMap<&str, &Section> = l
+        .sections
+        .iter()
+        .rev()
+        .map(|s| (s.name.as_str(), s))
+        .collect();
     let mut segs: Vec<&Section> = Vec::new();
     for i in 1..=count {
-        match l.section(&format!("segment{i}")) {
+        match by_name.get(format!("segment{i}").as_str()) {
             Some(s) => segs.push(s),
             None => return Err(corrupt(format!("segment{i} is missing"))),
         }
@@ -537,7 +559,7 @@ fn map_lv(
                 return Err(corrupt("malformed stripes entry".into()));
             };
             let pe = u64::try_from(*pe).map_err(|_| corrupt("negative extent".into()))?;
-            let Some((_, p)) = vg.pvs.iter().find(|(k, _)| k == pv) else {
+            let Some((_, p)) = vg.pv_index.get(pv).and_then(|&i| vg.pvs.get(i)) else {
                 info.stripes.push((pv.clone(), pe));
                 if problem.is_none() {
                     problem = Some(LvState::Unsupported(format!(
@@ -734,7 +756,7 @@ impl Lvm {
     /// The device of LV `lv` in VG `vg` (public or hidden); `None` when there is no such LV.
     pub fn lv_device(&self, vg: &str, lv: &str) -> Option<Result<Arc<dyn BlockDev>>> {
         let vg = self.vgs.iter().find(|v| v.name == vg)?;
-        let lv = vg.lvs.iter().find(|l| l.name == lv)?;
+        let lv = vg.lv_index.get(lv).and_then(|&i| vg.lvs.get(i))?;
         Some(match &lv.state {
             LvState::Ready(d) => Ok(d.clone()),
             LvState::Unsupported(m) => Err(Error::Unsupported(m.clone())),

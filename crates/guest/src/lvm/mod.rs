@@ -765,3 +765,105 @@ impl Lvm {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dev::MemDev;
+
+    const UUID: &str = "AAAAAAbbbbCCCCddddEEEEffffGGGGGG";
+
+    /// A PV of `size` bytes with its label in sector 1 and one metadata area at 4096 of
+    /// `mda` bytes holding `text` at ring offset `at` (wrapping past the end of the ring).
+    fn pv(size: usize, mda: u64, text: &[u8], at: u64) -> Vec<u8> {
+        let mut d = vec![0u8; size];
+        let l = 512;
+        d[l..l + 8].copy_from_slice(b"LABELONE");
+        d[l + 8..l + 16].copy_from_slice(&1u64.to_le_bytes());
+        d[l + 20..l + 24].copy_from_slice(&32u32.to_le_bytes());
+        d[l + 24..l + 32].copy_from_slice(b"LVM2 001");
+        let h = l + 32;
+        d[h..h + 32].copy_from_slice(UUID.as_bytes());
+        d[h + 32..h + 40].copy_from_slice(&(size as u64).to_le_bytes());
+        // Data area at 64 KiB, then the terminator; metadata area at 4096, terminator.
+        d[h + 40..h + 48].copy_from_slice(&65536u64.to_le_bytes());
+        d[h + 72..h + 80].copy_from_slice(&4096u64.to_le_bytes());
+        d[h + 80..h + 88].copy_from_slice(&mda.to_le_bytes());
+        let crc = label::lvm_crc_init(&d[l + 20..l + 512]);
+        d[l + 16..l + 20].copy_from_slice(&crc.to_le_bytes());
+        // Text: first part at `at`, the rest right after the mda header.
+        let first = (text.len() as u64).min(mda - at) as usize;
+        let m = 4096usize;
+        d[m + at as usize..m + at as usize + first].copy_from_slice(&text[..first]);
+        d[m + 512..m + 512 + text.len() - first].copy_from_slice(&text[first..]);
+        d[m + 4..m + 20].copy_from_slice(label::MDA_MAGIC);
+        d[m + 20..m + 24].copy_from_slice(&1u32.to_le_bytes());
+        d[m + 24..m + 32].copy_from_slice(&4096u64.to_le_bytes());
+        d[m + 32..m + 40].copy_from_slice(&mda.to_le_bytes());
+        d[m + 40..m + 48].copy_from_slice(&at.to_le_bytes());
+        d[m + 48..m + 56].copy_from_slice(&(text.len() as u64).to_le_bytes());
+        d[m + 56..m + 60].copy_from_slice(&label::lvm_crc_init(text).to_le_bytes());
+        let crc = label::lvm_crc_init(&d[m + 4..m + 512]);
+        d[m..m + 4].copy_from_slice(&crc.to_le_bytes());
+        d
+    }
+
+    fn text(seqno: u32, extra_lv: &str) -> String {
+        format!(
+            "vg {{\nid = \"vgid00-0000-0000-0000-0000-0000-000000\"\nseqno = {seqno}\n\
+             extent_size = 8\nphysical_volumes {{\npv0 {{\nid = \"{}\"\npe_start = 128\npe_count = 16\n}}\n}}\n\
+             logical_volumes {{\nlv {{\nid = \"x\"\nstatus = [\"VISIBLE\"]\nsegment_count = 1\n\
+             segment1 {{\nstart_extent = 0\nextent_count = 2\ntype = \"striped\"\nstripe_count = 1\n\
+             stripes = [\"pv0\", 3]\n}}\n}}\n{extra_lv}}}\n}}\n",
+            label::dashed(UUID)
+        )
+    }
+
+    #[test]
+    fn metadata_wrapping_around_the_ring() {
+        let t = text(5, "");
+        // The text starts 100 bytes before the end of a 2 KiB ring and wraps.
+        let mut d = pv(128 << 10, 2048, t.as_bytes(), 2048 - 100);
+        for (i, b) in d[65536 + 3 * 4096..65536 + 5 * 4096].iter_mut().enumerate() {
+            *b = (i % 253) as u8;
+        }
+        let dev: Arc<dyn BlockDev> = Arc::new(MemDev(d));
+        let lvm = scan(&[("/dev/sda".into(), dev)]);
+        assert!(lvm.warnings.is_empty(), "{:?}", lvm.warnings);
+        assert_eq!(lvm.vgs()[0].seqno, 5);
+        let lv = lvm.lv_device("vg", "lv").unwrap().unwrap();
+        assert_eq!(lv.size(), 8192);
+        let mut b = vec![0u8; 8192];
+        lv.read_at(&mut b, 0).unwrap();
+        assert!(b.iter().enumerate().all(|(i, &x)| x == (i % 253) as u8));
+    }
+
+    #[test]
+    fn hostile_metadata_is_refused_per_lv() {
+        let bad_lvs = [
+            // Past the PV's extents, inverted, absurd stripes, unknown PV, thin.
+            "a {\nstatus = [\"VISIBLE\"]\nsegment_count = 1\nsegment1 {\nstart_extent = 0\nextent_count = 4\ntype = \"striped\"\nstripe_count = 1\nstripes = [\"pv0\", 14]\n}\n}\n",
+            "b {\nstatus = [\"VISIBLE\"]\nsegment_count = 1\nsegment1 {\nstart_extent = 0\nextent_count = 3\ntype = \"striped\"\nstripe_count = 2\nstripe_size = 8\nstripes = [\"pv0\", 0, \"pv0\", 4]\n}\n}\n",
+            "c {\nstatus = [\"VISIBLE\"]\nsegment_count = 1\nsegment1 {\nstart_extent = 0\nextent_count = 1\ntype = \"striped\"\nstripe_count = 1\nstripes = [\"nope\", 0]\n}\n}\n",
+            "d {\nstatus = [\"VISIBLE\"]\nsegment_count = 2\nsegment1 {\nstart_extent = 0\nextent_count = 1\ntype = \"striped\"\nstripe_count = 1\nstripes = [\"pv0\", 0]\n}\n}\n",
+            "e {\nstatus = [\"VISIBLE\"]\nsegment_count = 1\nsegment1 {\nstart_extent = 0\nextent_count = 18446744073709551615\ntype = \"striped\"\nstripe_count = 1\nstripes = [\"pv0\", 0]\n}\n}\n",
+            "f {\nstatus = [\"VISIBLE\"]\nsegment_count = 1\nsegment1 {\nstart_extent = 0\nextent_count = 1\ntype = \"raid1\"\n}\n}\n",
+        ];
+        let t = text(1, &bad_lvs.concat());
+        let dev: Arc<dyn BlockDev> = Arc::new(MemDev(pv(128 << 10, 8192, t.as_bytes(), 512)));
+        let lvm = scan(&[("/dev/sda".into(), dev)]);
+        assert!(lvm.warnings.is_empty(), "{:?}", lvm.warnings);
+        assert!(lvm.lv_device("vg", "lv").unwrap().is_ok());
+        for n in ["a", "b", "c", "d", "e", "f"] {
+            let e = lvm.lv_device("vg", n).unwrap().err().unwrap();
+            assert!(
+                matches!(e, Error::Corrupt(_) | Error::Unsupported(_)),
+                "{n}: {e}"
+            );
+        }
+        assert!(matches!(
+            lvm.lv_device("vg", "f"),
+            Some(Err(Error::Unsupported(m))) if m.contains("RAID")
+        ));
+    }
+}

@@ -335,3 +335,115 @@ pub fn vmdk_descriptor(data: &[u8]) {
     let head = &data[..data.len().min(512)];
     let _ = virtkit_image::vmdk::probe(head, std::path::Path::new("x"));
 }
+
+/// Reads sampled per guest device (start, middle, end) and their length.
+const GUEST_SAMPLES: usize = 64;
+const GUEST_READ: usize = 4096;
+
+/// Bounded reads of a device: its first, middle and last 4 KiB.
+fn guest_read(dev: &dyn virtkit_guest::BlockDev) {
+    let size = dev.size();
+    let mut buf = vec![0u8; GUEST_READ];
+    for off in [0, size / 2, size.saturating_sub(GUEST_READ as u64)] {
+        let len = (GUEST_READ as u64).min(size - off.min(size)) as usize;
+        let _ = dev.read_at(&mut buf[..len], off);
+    }
+    let _ = dev.read_at(&mut buf[..1], size);
+}
+
+/// Everything a Guest lists, and bounded reads of its devices.
+fn guest_walk(g: &virtkit_guest::Guest) {
+    let _ = g.vgs();
+    let _ = g.pvs();
+    let mut names = g.devices();
+    names.extend(g.partitions().into_iter().map(|p| p.name));
+    names.extend(g.lvs().into_iter().map(|l| l.path));
+    for n in names.iter().take(GUEST_SAMPLES) {
+        let _ = g.canonical_name(n);
+        if let Ok(d) = g.device(n) {
+            guest_read(&*d);
+        }
+    }
+    let _ = g.filesystems();
+    for bad in ["/dev/hda1", "/dev/mapper/a--b-c", "/dev/sdzz9", "/dev/x/y"] {
+        let _ = g.device(bad);
+    }
+}
+
+/// The input as a disk: its partition table, then a Guest over it (partitions, PVs on them).
+pub fn guest_partitions(data: &[u8]) {
+    use std::sync::Arc;
+    let dev: Arc<dyn virtkit_guest::BlockDev> = Arc::new(virtkit_guest::dev::MemDev(data.to_vec()));
+    if let Ok(Some(t)) = virtkit_guest::part::read(&*dev) {
+        for p in &t.partitions {
+            assert!(p.size > 0 && p.end == p.start + p.size - 1);
+            assert!(p.number >= 1 && p.number <= 255);
+        }
+    }
+    if let Ok(g) = virtkit_guest::Guest::from_devs(vec![dev]) {
+        guest_walk(&g);
+    }
+}
+
+/// LVM: the metadata text parser and the VG assembly and extent mapping on the input as
+/// text (past the checksums, over PVs of patterned bytes), then the input as one PV and as
+/// two PVs (its halves), through labels, metadata areas and checksums.
+pub fn guest_lvm(data: &[u8]) {
+    use std::sync::Arc;
+    use virtkit_guest::lvm::{metadata, Lvm};
+    use virtkit_guest::BlockDev;
+    if let Ok(root) = metadata::parse(data) {
+        let ids: Vec<String> = root
+            .sections
+            .first()
+            .and_then(|vg| vg.section("physical_volumes"))
+            .map(|p| {
+                p.sections
+                    .iter()
+                    .filter_map(|s| s.str("id").map(str::to_string))
+                    .take(8)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let pvs: Vec<(String, String, Arc<dyn BlockDev>)> = ids
+            .into_iter()
+            .enumerate()
+            .map(|(i, id)| {
+                let bytes: Vec<u8> = (0..256u32 << 10)
+                    .map(|x| (x % 251) as u8 ^ i as u8)
+                    .collect();
+                let d: Arc<dyn BlockDev> = Arc::new(virtkit_guest::dev::MemDev(bytes));
+                (id, format!("/dev/sd{}", (b'a' + i as u8) as char), d)
+            })
+            .collect();
+        if let Ok(lvm) = Lvm::from_metadata(data, &pvs) {
+            let _ = lvm.vgs();
+            let _ = lvm.pvs();
+            for lv in lvm.lvs().iter().take(GUEST_SAMPLES) {
+                assert_eq!(lv.size % 512, 0);
+                if let Some(Ok(d)) = lvm.lv_device(&lv.vg_name, &lv.name) {
+                    assert_eq!(d.size(), lv.size);
+                    guest_read(&*d);
+                }
+            }
+        }
+    }
+    let whole: Arc<dyn BlockDev> = Arc::new(virtkit_guest::dev::MemDev(data.to_vec()));
+    if let Ok(g) = virtkit_guest::Guest::from_devs(vec![whole]) {
+        guest_walk(&g);
+    }
+    let half = data.len() / 2 / 512 * 512;
+    let a: Arc<dyn BlockDev> = Arc::new(virtkit_guest::dev::MemDev(data[..half].to_vec()));
+    let b: Arc<dyn BlockDev> = Arc::new(virtkit_guest::dev::MemDev(data[half..].to_vec()));
+    if let Ok(g) = virtkit_guest::Guest::from_devs(vec![a, b]) {
+        guest_walk(&g);
+    }
+}
+
+/// blkid-like probing of the input as a device.
+pub fn guest_probe(data: &[u8]) {
+    let dev = virtkit_guest::dev::MemDev(data.to_vec());
+    if let Ok(info) = virtkit_guest::probe::probe(&dev) {
+        assert!(!info.kind.is_empty());
+    }
+}

@@ -147,3 +147,18 @@ fn ovf_descriptor() {
 fn ova_package() {
     replay("ova_package", harness::ova_package);
 }
+
+#[test]
+fn guest_partitions() {
+    replay("guest_partitions", harness::guest_partitions);
+}
+
+#[test]
+fn guest_lvm() {
+    replay("guest_lvm", harness::guest_lvm);
+}
+
+#[test]
+fn guest_probe() {
+    replay("guest_probe", harness::guest_probe);
+}

@@ -7,9 +7,16 @@
 pub mod dev;
 pub mod error;
 pub mod fs;
+pub mod guest;
 pub mod inspect;
+pub mod lvm;
 pub mod mounts;
+pub mod part;
+pub mod probe;
 
 pub use dev::{BlockDev, ImageDev, Slice};
 pub use error::{Error, Result};
 pub use fs::{DirEntry, FileType, Filesystem, FsInfo, Ino, Stat, StatFs, Timespec};
+pub use guest::{Guest, PartInfo};
+pub use lvm::{LvInfo, PvInfo, SegInfo, VgInfo};
+pub use part::{Guid, PartTable, Partition, TableKind};

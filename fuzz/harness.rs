@@ -447,3 +447,48 @@ pub fn guest_probe(data: &[u8]) {
         assert!(!info.kind.is_empty());
     }
 }
+
+/// The ext2/3/4 reader on the input as a whole device (virtkit_guest::fs::ext4): open
+/// (superblock, journal replay), then a bounded walk from the root: at most 64 directories,
+/// 64 entries each, and per entry stat, xattrs, readlink or two reads (the start and far
+/// past it), plus statfs.
+pub fn guest_ext4(data: &[u8]) {
+    use std::sync::Arc;
+    use virtkit_guest::dev::{BlockDev, MemDev};
+    use virtkit_guest::fs::FileType;
+    let dev: Arc<dyn BlockDev> = Arc::new(MemDev(data.to_vec()));
+    let Ok(fs) = virtkit_guest::fs::open(dev, "ext4") else {
+        return;
+    };
+    let _ = fs.info();
+    let _ = fs.statfs();
+    let mut buf = vec![0u8; 16384];
+    let mut dirs = vec![fs.root()];
+    let mut visited = 0;
+    while let Some(d) = dirs.pop() {
+        visited += 1;
+        if visited > 64 {
+            break;
+        }
+        let _ = fs.stat(d);
+        let _ = fs.xattrs(d);
+        let _ = fs.lookup(d, b"lost+found");
+        let Ok(entries) = fs.read_dir(d) else {
+            continue;
+        };
+        for e in entries.into_iter().take(64) {
+            let _ = fs.stat(e.ino);
+            let _ = fs.xattrs(e.ino);
+            match e.kind {
+                FileType::Directory => dirs.push(e.ino),
+                FileType::Symlink => {
+                    let _ = fs.readlink(e.ino);
+                }
+                _ => {
+                    let _ = fs.read(e.ino, 0, &mut buf);
+                    let _ = fs.read(e.ino, 1 << 40, &mut buf[..4096]);
+                }
+            }
+        }
+    }
+}

@@ -162,3 +162,8 @@ fn guest_lvm() {
 fn guest_probe() {
     replay("guest_probe", harness::guest_probe);
 }
+
+#[test]
+fn guest_ext4() {
+    replay("guest_ext4", harness::guest_ext4);
+}

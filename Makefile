@@ -3,7 +3,8 @@ CARGO   ?= cargo
 PREFIX  ?= /usr/local
 BIN     := target/release/virtkit
 # Names under which the binary speaks a classic tool's command line.
-LINKS   := qemu-img
+LINKS   := qemu-img virt-ls virt-cat virt-copy-out virt-tar-out virt-filesystems virt-df \
+           virt-inspector guestfish
 
 .PHONY: all release deps test lint unit fuzz-smoke demo bench install uninstall check-full clean
 

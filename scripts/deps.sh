@@ -33,3 +33,5 @@ if ! command -v cargo-fuzz >/dev/null 2>&1; then
   echo "deps: installing cargo-fuzz"
   cargo install --locked cargo-fuzz
 fi
+# The Debian root the guest inspection tests read (cached under .build/debroot).
+"$(dirname "$0")/debroot.sh"

@@ -2,6 +2,7 @@
 //! link named like a classic tool (`qemu-img`), it speaks that tool's command line.
 
 mod getopt;
+mod guest;
 mod img;
 mod qjson;
 
@@ -17,12 +18,16 @@ Commands:
   img       disk images (qemu-img compatible: create, info, convert, check, resize,
             snapshot, compare, map, amend, bench, bitmap, commit, dd, measure,
             rebase; plus ova-import and ova-export)
+  guest     guest disks without an appliance (libguestfs tools: ls, cat, copy-out,
+            tar-out, filesystems, df, inspector, guestfish), read-only
   help      this text
   version   print the version
 
 Personalities: link or copy the binary under one of these names to get that tool's
 command line, output and exit codes:
   qemu-img  (same as `virtkit img`)
+  virt-ls, virt-cat, virt-copy-out, virt-tar-out, virt-filesystems, virt-df,
+  virt-inspector, guestfish  (same as `virtkit guest ls`, ...)
 ";
 
 fn main() -> ExitCode {
@@ -44,8 +49,10 @@ fn main() -> ExitCode {
         .unwrap_or_default();
     let code = match argv0.as_str() {
         "qemu-img" => img::main("qemu-img", &args[1..]),
+        t if guest::TOOLS.contains(&t) => guest::main(t, &args[1..]),
         _ => match args.get(1).map(String::as_str) {
             Some("img") => img::main("virtkit", &args[2..]),
+            Some("guest") => guest::main_native(&args[2..]),
             Some("version" | "--version" | "-V") => {
                 println!("virtkit {}", env!("CARGO_PKG_VERSION"));
                 0

@@ -25,6 +25,18 @@ pub trait Devices {
     fn canonical_name(&self, name: &str) -> Result<String>;
 }
 
+impl Devices for crate::guest::Guest {
+    fn filesystems(&self) -> Vec<(String, FsInfo)> {
+        crate::guest::Guest::filesystems(self)
+    }
+    fn open_fs(&self, name: &str) -> Result<Arc<dyn Filesystem>> {
+        crate::guest::Guest::open_fs(self, name)
+    }
+    fn canonical_name(&self, name: &str) -> Result<String> {
+        crate::guest::Guest::canonical_name(self, name)
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Application {
     pub name: String,

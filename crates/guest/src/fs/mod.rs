@@ -4,6 +4,8 @@
 
 use crate::error::Result;
 
+pub mod fat;
+
 /// An inode number, or for filesystems without inodes (vfat, ISO 9660) a stable identifier
 /// the reader derives from the on-disk location of the entry. The root is [`Filesystem::root`].
 pub type Ino = u64;
@@ -102,7 +104,6 @@ pub struct StatFs {
 /// Identity of a filesystem, as blkid and libguestfs' vfs-type/vfs-label/vfs-uuid show it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FsInfo {
-    /// "ext2", "ext3", "ext4", "xfs", "vfat", "iso9660", "btrfs", "ntfs", "swap", ...
     pub kind: String,
     pub label: Option<String>,
     /// As blkid prints it (lowercase dashed for ext/xfs/btrfs, "XXXX-XXXX" for vfat, ...).
@@ -140,8 +141,10 @@ pub fn open(
     dev: std::sync::Arc<dyn crate::dev::BlockDev>,
     kind: &str,
 ) -> Result<std::sync::Arc<dyn Filesystem>> {
-    let _ = dev;
-    Err(crate::error::Error::Unsupported(format!(
-        "reading {kind} filesystems is not supported"
-    )))
+    match kind {
+        "vfat" | "msdos" => Ok(std::sync::Arc::new(fat::FatFs::open(dev)?)),
+        _ => Err(crate::error::Error::Unsupported(format!(
+            "reading {kind} filesystems is not supported"
+        ))),
+    }
 }

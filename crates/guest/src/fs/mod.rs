@@ -5,6 +5,7 @@
 use crate::error::Result;
 
 pub mod fat;
+pub mod iso9660;
 
 /// An inode number, or for filesystems without inodes (vfat, ISO 9660) a stable identifier
 /// the reader derives from the on-disk location of the entry. The root is [`Filesystem::root`].
@@ -104,6 +105,7 @@ pub struct StatFs {
 /// Identity of a filesystem, as blkid and libguestfs' vfs-type/vfs-label/vfs-uuid show it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FsInfo {
+    /// "ext2", "ext3", "ext4", "xfs", "vfat", "iso9660", "btrfs", "ntfs", "swap", ...
     pub kind: String,
     pub label: Option<String>,
     /// As blkid prints it (lowercase dashed for ext/xfs/btrfs, "XXXX-XXXX" for vfat, ...).
@@ -143,6 +145,7 @@ pub fn open(
 ) -> Result<std::sync::Arc<dyn Filesystem>> {
     match kind {
         "vfat" | "msdos" => Ok(std::sync::Arc::new(fat::FatFs::open(dev)?)),
+        "iso9660" => Ok(std::sync::Arc::new(iso9660::IsoFs::open(dev)?)),
         _ => Err(crate::error::Error::Unsupported(format!(
             "reading {kind} filesystems is not supported"
         ))),

@@ -151,7 +151,7 @@ pub fn parse<'a>(
                     csum,
                     units: vec![0xFFFF; seq as usize * 13],
                 });
-            } else if !matches!(&lfn, Some(l) if l.expect == seq && l.csum == csum) {
+            } else if seq == 0 || !matches!(&lfn, Some(l) if l.expect == seq && l.csum == csum) {
                 lfn = None;
             }
             if let Some(l) = &mut lfn {
@@ -259,6 +259,62 @@ mod tests {
         assert_eq!(to_unix(0, 0, 0).sec, 315532800);
         let t = to_unix(time, date, 155);
         assert_eq!((t.sec, t.nsec), (1614834369, 550_000_000));
+    }
+
+    fn lfn_slot(ord: u8, csum: u8, text: &str) -> [u8; 32] {
+        let mut b = [0xFFu8; 32];
+        b[0] = ord;
+        b[11] = ATTR_LFN;
+        b[12] = 0;
+        b[13] = csum;
+        b[26] = 0;
+        b[27] = 0;
+        let mut units: Vec<u16> = text.encode_utf16().collect();
+        units.push(0);
+        for (i, o) in [1, 3, 5, 7, 9, 14, 16, 18, 20, 22, 24, 28, 30]
+            .iter()
+            .enumerate()
+        {
+            if let Some(u) = units.get(i) {
+                b[*o..*o + 2].copy_from_slice(&u.to_le_bytes());
+            }
+        }
+        b
+    }
+
+    fn short_slot(name: &[u8; 11]) -> [u8; 32] {
+        let mut b = [0u8; 32];
+        b[..11].copy_from_slice(name);
+        b[11] = 0x20;
+        b
+    }
+
+    #[test]
+    fn long_names_checked_and_broken_sequences_dropped() {
+        let n = *b"LONGNA~1TXT";
+        let c = checksum(&n);
+        let parse_names = |slots: &[[u8; 32]]| -> Vec<Vec<u8>> {
+            parse(
+                slots.iter().enumerate().map(|(i, b)| (i as u64 * 32, b)),
+                FatKind::Fat16,
+            )
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect()
+        };
+        let good = [lfn_slot(0x41, c, "Long name.txt"), short_slot(&n)];
+        assert_eq!(parse_names(&good), [b"Long name.txt".to_vec()]);
+        // Wrong checksum: the 8.3 name.
+        let bad = [lfn_slot(0x41, c ^ 1, "Long name.txt"), short_slot(&n)];
+        assert_eq!(parse_names(&bad), [b"LONGNA~1.TXT".to_vec()]);
+        // A sequence number 0 after the last part (once a panic: index underflow).
+        let zero = [
+            lfn_slot(0x41, c, "x"),
+            lfn_slot(0x20, c, "y"),
+            short_slot(&n),
+        ];
+        assert_eq!(parse_names(&zero), [b"LONGNA~1.TXT".to_vec()]);
     }
 
     #[test]

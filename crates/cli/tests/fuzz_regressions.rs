@@ -147,3 +147,13 @@ fn ovf_descriptor() {
 fn ova_package() {
     replay("ova_package", harness::ova_package);
 }
+
+#[test]
+fn guest_fat() {
+    replay("guest_fat", |d| harness::guest_fs("vfat", d));
+}
+
+#[test]
+fn guest_iso9660() {
+    replay("guest_iso9660", |d| harness::guest_fs("iso9660", d));
+}

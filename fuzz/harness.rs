@@ -458,6 +458,18 @@ pub fn guest_ext4(data: &[u8]) {
     use virtkit_guest::fs::FileType;
     let dev: Arc<dyn BlockDev> = Arc::new(MemDev(data.to_vec()));
     let Ok(fs) = virtkit_guest::fs::open(dev, "ext4") else {
+/// Entries visited per input by the filesystem targets, and directory depth.
+const FS_MAX_ENTRIES: usize = 512;
+const FS_MAX_DEPTH: usize = 16;
+
+/// The input as a whole device holding a `kind` filesystem (virtkit_guest::fs::open): info,
+/// statfs, then a bounded walk with stat, readlink and reads of every entry. Checks the
+/// trait's contract on what comes back (names, read lengths).
+pub fn guest_fs(kind: &str, data: &[u8]) {
+    use std::sync::Arc;
+    use virtkit_guest::dev::MemDev;
+    use virtkit_guest::fs::FileType;
+    let Ok(fs) = virtkit_guest::fs::open(Arc::new(MemDev(data.to_vec())), kind) else {
         return;
     };
     let _ = fs.info();
@@ -488,6 +500,39 @@ pub fn guest_ext4(data: &[u8]) {
                     let _ = fs.read(e.ino, 0, &mut buf);
                     let _ = fs.read(e.ino, 1 << 40, &mut buf[..4096]);
                 }
+            }
+    let mut buf = vec![0u8; 4096];
+    let mut stack = vec![(fs.root(), 0usize)];
+    let mut seen = 0usize;
+    while let Some((ino, depth)) = stack.pop() {
+        let _ = fs.stat(ino);
+        let Ok(entries) = fs.read_dir(ino) else {
+            continue;
+        };
+        for e in entries {
+            assert!(
+                !e.name.is_empty()
+                    && e.name != b"."
+                    && e.name != b".."
+                    && !e.name.contains(&b'/')
+                    && !e.name.contains(&0),
+                "bad name {:?}",
+                e.name
+            );
+            seen += 1;
+            if seen > FS_MAX_ENTRIES {
+                return;
+            }
+            let _ = fs.stat(e.ino);
+            let _ = fs.readlink(e.ino);
+            let _ = fs.lookup(ino, &e.name);
+            for off in [0u64, 5000, 1 << 20] {
+                if let Ok(n) = fs.read(e.ino, off, &mut buf) {
+                    assert!(n <= buf.len());
+                }
+            }
+            if e.kind == FileType::Directory && depth < FS_MAX_DEPTH {
+                stack.push((e.ino, depth + 1));
             }
         }
     }

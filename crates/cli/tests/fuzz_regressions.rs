@@ -167,3 +167,13 @@ fn guest_probe() {
 fn guest_ext4() {
     replay("guest_ext4", harness::guest_ext4);
 }
+
+#[test]
+fn guest_fat() {
+    replay("guest_fat", |d| harness::guest_fs("vfat", d));
+}
+
+#[test]
+fn guest_iso9660() {
+    replay("guest_iso9660", |d| harness::guest_fs("iso9660", d));
+}

@@ -458,18 +458,6 @@ pub fn guest_ext4(data: &[u8]) {
     use virtkit_guest::fs::FileType;
     let dev: Arc<dyn BlockDev> = Arc::new(MemDev(data.to_vec()));
     let Ok(fs) = virtkit_guest::fs::open(dev, "ext4") else {
-/// Entries visited per input by the filesystem targets, and directory depth.
-const FS_MAX_ENTRIES: usize = 512;
-const FS_MAX_DEPTH: usize = 16;
-
-/// The input as a whole device holding a `kind` filesystem (virtkit_guest::fs::open): info,
-/// statfs, then a bounded walk with stat, readlink and reads of every entry. Checks the
-/// trait's contract on what comes back (names, read lengths).
-pub fn guest_fs(kind: &str, data: &[u8]) {
-    use std::sync::Arc;
-    use virtkit_guest::dev::MemDev;
-    use virtkit_guest::fs::FileType;
-    let Ok(fs) = virtkit_guest::fs::open(Arc::new(MemDev(data.to_vec())), kind) else {
         return;
     };
     let _ = fs.info();
@@ -501,6 +489,26 @@ pub fn guest_fs(kind: &str, data: &[u8]) {
                     let _ = fs.read(e.ino, 1 << 40, &mut buf[..4096]);
                 }
             }
+        }
+    }
+}
+
+/// Entries visited per input by the filesystem targets, and directory depth.
+const FS_MAX_ENTRIES: usize = 512;
+const FS_MAX_DEPTH: usize = 16;
+
+/// The input as a whole device holding a `kind` filesystem (virtkit_guest::fs::open): info,
+/// statfs, then a bounded walk with stat, readlink and reads of every entry. Checks the
+/// trait's contract on what comes back (names, read lengths).
+pub fn guest_fs(kind: &str, data: &[u8]) {
+    use std::sync::Arc;
+    use virtkit_guest::dev::MemDev;
+    use virtkit_guest::fs::FileType;
+    let Ok(fs) = virtkit_guest::fs::open(Arc::new(MemDev(data.to_vec())), kind) else {
+        return;
+    };
+    let _ = fs.info();
+    let _ = fs.statfs();
     let mut buf = vec![0u8; 4096];
     let mut stack = vec![(fs.root(), 0usize)];
     let mut seen = 0usize;

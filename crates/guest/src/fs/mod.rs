@@ -4,6 +4,8 @@
 
 use crate::error::Result;
 
+pub mod xfs;
+
 /// An inode number, or for filesystems without inodes (vfat, ISO 9660) a stable identifier
 /// the reader derives from the on-disk location of the entry. The root is [`Filesystem::root`].
 pub type Ino = u64;
@@ -140,8 +142,10 @@ pub fn open(
     dev: std::sync::Arc<dyn crate::dev::BlockDev>,
     kind: &str,
 ) -> Result<std::sync::Arc<dyn Filesystem>> {
-    let _ = dev;
-    Err(crate::error::Error::Unsupported(format!(
-        "reading {kind} filesystems is not supported"
-    )))
+    match kind {
+        "xfs" => Ok(std::sync::Arc::new(xfs::Xfs::open(dev)?)),
+        _ => Err(crate::error::Error::Unsupported(format!(
+            "reading {kind} filesystems is not supported"
+        ))),
+    }
 }

@@ -147,3 +147,8 @@ fn ovf_descriptor() {
 fn ova_package() {
     replay("ova_package", harness::ova_package);
 }
+
+#[test]
+fn guest_xfs() {
+    replay("guest_xfs", harness::guest_xfs);
+}

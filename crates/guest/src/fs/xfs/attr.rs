@@ -28,6 +28,9 @@ const RMT_MAGIC: u32 = 0x5841_524d; // "XARM"
 /// XATTR_SIZE_MAX: no value is larger.
 const MAX_VALUE: usize = 65536;
 const MAX_DEPTH: usize = 8;
+/// Names and values of one inode, all together: far above any real inode (a hostile chain of
+/// leaves full of 64 KiB remote values would otherwise grow without bound).
+const MAX_TOTAL: usize = 64 << 20;
 
 type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
 
@@ -121,6 +124,7 @@ impl Xfs {
         // Then along the leaves.
         let total: u64 = ext.iter().map(|e| e.len).sum();
         let mut seen = HashSet::new();
+        let mut total_bytes = 0;
         loop {
             if !seen.insert(blk) || seen.len() as u64 > total {
                 return corrupt(format!("xfs: inode {}: attribute leaves loop", ip.ino));
@@ -132,7 +136,7 @@ impl Xfs {
                     ip.ino
                 ));
             }
-            self.attr_leaf(ip.ino, &ext, &b, &mut out)?;
+            self.attr_leaf(ip.ino, &ext, &b, &mut out, &mut total_bytes)?;
             blk = be32(&b, 0)?;
             if blk == 0 {
                 return Ok(out);
@@ -160,7 +164,14 @@ impl Xfs {
         Ok(b)
     }
 
-    fn attr_leaf(&self, ino: u64, ext: &[Extent], b: &[u8], out: &mut Xattrs) -> Result<()> {
+    fn attr_leaf(
+        &self,
+        ino: u64,
+        ext: &[Extent],
+        b: &[u8],
+        out: &mut Xattrs,
+        total: &mut usize,
+    ) -> Result<()> {
         let (hdr, count) = if self.sb.crc() {
             (80, be16(b, 56)?)
         } else {
@@ -198,6 +209,12 @@ impl Xfs {
             };
             if name.is_empty() {
                 return Err(bad("empty name"));
+            }
+            *total += name.len() + value.len();
+            if *total > MAX_TOTAL {
+                return Err(Error::Unsupported(format!(
+                    "xfs: inode {ino}: more than {MAX_TOTAL} bytes of extended attributes"
+                )));
             }
             out.extend(full_name(flags, name, value));
         }

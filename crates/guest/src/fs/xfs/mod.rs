@@ -272,9 +272,11 @@ impl Filesystem for Xfs {
         let icount = sb.icount;
         // As the kernel's xfs_fs_statfs: inodes that could still be made from free space,
         // capped by imaxpct, never below what is allocated.
-        let mut files = icount.saturating_add(bfree << sb.inopblog);
+        let per_block = 1u64 << sb.inopblog;
+        let mut files = icount.saturating_add(bfree.saturating_mul(per_block));
         if sb.imax_pct != 0 {
-            let max = (sb.dblocks.saturating_mul(u64::from(sb.imax_pct)) / 100) << sb.inopblog;
+            let max =
+                (sb.dblocks.saturating_mul(u64::from(sb.imax_pct)) / 100).saturating_mul(per_block);
             files = files.min(max);
         }
         files = files.max(icount);

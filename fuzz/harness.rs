@@ -545,3 +545,70 @@ pub fn guest_fs(kind: &str, data: &[u8]) {
         }
     }
 }
+
+/// A fuzz input as a device: the input's bytes at the start of a 64 MiB device that reads
+/// as zeros past them, so that a seed can be the head of a small real filesystem (its
+/// superblock, AG headers, inodes and directories) instead of all of it.
+struct ZeroTail(Vec<u8>);
+
+const ZERO_TAIL_SIZE: u64 = 64 << 20;
+
+impl virtkit_guest::dev::BlockDev for ZeroTail {
+    fn size(&self) -> u64 {
+        ZERO_TAIL_SIZE.max(self.0.len() as u64)
+    }
+    fn read_at(&self, buf: &mut [u8], off: u64) -> virtkit_guest::Result<()> {
+        virtkit_guest::dev::check_range("fuzz device", self.size(), off, buf.len() as u64)?;
+        buf.fill(0);
+        let have = self.0.len() as u64;
+        if off < have {
+            let n = (have - off).min(buf.len() as u64) as usize;
+            buf[..n].copy_from_slice(&self.0[off as usize..off as usize + n]);
+        }
+        Ok(())
+    }
+}
+
+/// Walks a filesystem with bounded work: at most `budget` entries, depth 4, reads of up to
+/// 64 KiB at the start and near the end of files, links, xattrs, lookups, statfs.
+fn walk_fs(fs: &dyn virtkit_guest::Filesystem) {
+    let _ = fs.info();
+    let _ = fs.statfs();
+    let mut budget = 256usize;
+    let mut stack = vec![(fs.root(), 0u32)];
+    let mut buf = vec![0u8; 64 << 10];
+    while let Some((dir, depth)) = stack.pop() {
+        let Ok(entries) = fs.read_dir(dir) else {
+            continue;
+        };
+        for e in entries {
+            if budget == 0 {
+                return;
+            }
+            budget -= 1;
+            let _ = fs.lookup(dir, &e.name);
+            let Ok(st) = fs.stat(e.ino) else { continue };
+            let _ = fs.xattrs(e.ino);
+            match st.kind {
+                virtkit_guest::FileType::Directory if depth < 4 => stack.push((e.ino, depth + 1)),
+                virtkit_guest::FileType::Symlink => {
+                    let _ = fs.readlink(e.ino);
+                }
+                virtkit_guest::FileType::Regular => {
+                    let _ = fs.read(e.ino, 0, &mut buf);
+                    let _ = fs.read(e.ino, st.size.saturating_sub(1000), &mut buf[..4096]);
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The XFS reader on the input (the head of a device, zeros after it): open, then a
+/// bounded walk of everything reachable.
+pub fn guest_xfs(data: &[u8]) {
+    let dev = std::sync::Arc::new(ZeroTail(data.to_vec()));
+    if let Ok(fs) = virtkit_guest::fs::xfs::Xfs::open(dev) {
+        walk_fs(&fs);
+    }
+}

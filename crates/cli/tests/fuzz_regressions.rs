@@ -177,3 +177,8 @@ fn guest_fat() {
 fn guest_iso9660() {
     replay("guest_iso9660", |d| harness::guest_fs("iso9660", d));
 }
+
+#[test]
+fn guest_xfs() {
+    replay("guest_xfs", harness::guest_xfs);
+}

@@ -7,6 +7,7 @@ use crate::error::Result;
 pub mod ext4;
 pub mod fat;
 pub mod iso9660;
+pub mod xfs;
 
 /// An inode number, or for filesystems without inodes (vfat, ISO 9660) a stable identifier
 /// the reader derives from the on-disk location of the entry. The root is [`Filesystem::root`].
@@ -148,6 +149,7 @@ pub fn open(
         "ext2" | "ext3" | "ext4" => Ok(std::sync::Arc::new(ext4::Ext4::open(dev)?)),
         "vfat" | "msdos" => Ok(std::sync::Arc::new(fat::FatFs::open(dev)?)),
         "iso9660" => Ok(std::sync::Arc::new(iso9660::IsoFs::open(dev)?)),
+        "xfs" => Ok(std::sync::Arc::new(xfs::Xfs::open(dev)?)),
         _ => Err(crate::error::Error::Unsupported(format!(
             "reading {kind} filesystems is not supported"
         ))),

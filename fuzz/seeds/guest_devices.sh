@@ -25,29 +25,38 @@ cp gpt-bad-primary.img "$parts/seed-gpt-backup"
 # LVM: two PVs, a linear and a striped LV; the PV heads (label, mda header, text ring) and
 # the metadata text itself.
 truncate -s 8M pv1.img pv2.img
-l1=$(losetup -f --show pv1.img)
-l2=$(losetup -f --show pv2.img)
-trap 'losetup -d "$l1" "$l2" 2>/dev/null || true' EXIT
-conf="devices { filter=[\"a|^$l1\$|\",\"a|^$l2\$|\",\"r|.*|\"] use_devicesfile=0 hints=\"none\" }
-  activation { udev_sync=0 udev_rules=0 } backup { backup=0 archive=0 }
-  global { activation=0 use_lvmpolld=0 }"
-vg=vkseed$$
-export LVM_SUPPRESS_FD_WARNINGS=1
-lvm pvcreate --config "$conf" -q --metadatasize 64k --dataalignment 64k "$l1" "$l2" >/dev/null 2>&1
-lvm vgcreate --config "$conf" -q -s 64k "$vg" "$l1" "$l2" >/dev/null 2>&1
-lvm lvcreate --config "$conf" -q -an -Zn -Wn -L 256k -n lin "$vg" "$l1" >/dev/null 2>&1
-lvm lvcreate --config "$conf" -q -an -Zn -Wn -i2 -I4k -L 256k -n str "$vg" >/dev/null 2>&1
-lvm vgcfgbackup --config "$conf" -f meta.txt "$vg" >/dev/null 2>&1
-lvm vgremove --config "$conf" -ff "$vg" >/dev/null 2>&1 || true
-losetup -d "$l1" "$l2"
-trap - EXIT
-# The metadata as LVM writes it to disk has no comments; the backup form has them: both.
-cp meta.txt "$lvm/seed-meta-backup.txt"
-grep -v '^\s*#' meta.txt | sed 's/#.*//' >"$lvm/seed-meta-plain.txt"
-head -c 196608 pv1.img >"$lvm/seed-pv1-head"
-head -c 196608 pv1.img >pv-pair
-head -c 196608 pv2.img >>pv-pair
-cp pv-pair "$lvm/seed-pv-pair"
+lvm_seeds() {
+  local l1 l2 conf vg
+  l1=$(losetup -f --show pv1.img) || return 1
+  l2=$(losetup -f --show pv2.img) || { losetup -d "$l1"; return 1; }
+  trap 'losetup -d "$l1" "$l2" 2>/dev/null || true' EXIT
+  conf="devices { filter=[\"a|^$l1\$|\",\"a|^$l2\$|\",\"r|.*|\"] use_devicesfile=0 hints=\"none\" }
+    activation { udev_sync=0 udev_rules=0 } backup { backup=0 archive=0 }
+    global { activation=0 use_lvmpolld=0 }"
+  vg=vkseed$$
+  export LVM_SUPPRESS_FD_WARNINGS=1
+  lvm pvcreate --config "$conf" -q --metadatasize 64k --dataalignment 64k "$l1" "$l2" >/dev/null 2>&1
+  lvm vgcreate --config "$conf" -q -s 64k "$vg" "$l1" "$l2" >/dev/null 2>&1
+  lvm lvcreate --config "$conf" -q -an -Zn -Wn -L 256k -n lin "$vg" "$l1" >/dev/null 2>&1
+  lvm lvcreate --config "$conf" -q -an -Zn -Wn -i2 -I4k -L 256k -n str "$vg" >/dev/null 2>&1
+  lvm vgcfgbackup --config "$conf" -f meta.txt "$vg" >/dev/null 2>&1
+  lvm vgremove --config "$conf" -ff "$vg" >/dev/null 2>&1 || true
+  losetup -d "$l1" "$l2"
+  trap - EXIT
+}
+# Loop devices need root; without them the LVM seeds are skipped.
+if lvm_seeds; then
+  # The metadata as LVM writes it to disk has no comments; the backup form has them: both.
+  cp meta.txt "$lvm/seed-meta-backup.txt"
+  grep -v '^\s*#' meta.txt | sed 's/#.*//' >"$lvm/seed-meta-plain.txt"
+  head -c 196608 pv1.img >"$lvm/seed-pv1-head"
+  head -c 196608 pv1.img >pv-pair
+  head -c 196608 pv2.img >>pv-pair
+  cp pv-pair "$lvm/seed-pv-pair"
+  cp "$lvm/seed-pv1-head" "$probe/seed-lvm2"
+  else
+  echo "guest_devices.sh: no loop devices, LVM seeds skipped" >&2
+fi
 
 # Filesystem heads: what probing reads.
 mk() { # name size cmd...
@@ -76,4 +85,3 @@ head -c 512 xfs >"$probe/seed-xfs"
 head -c 73728 btrfs >"$probe/seed-btrfs"
 cp ntfs "$probe/seed-ntfs"
 head -c 40960 iso >"$probe/seed-iso"
-cp "$lvm/seed-pv1-head" "$probe/seed-lvm2"

@@ -4,7 +4,7 @@ PREFIX  ?= /usr/local
 BIN     := target/release/virtkit
 # Names under which the binary speaks a classic tool's command line.
 LINKS   := qemu-img virt-ls virt-cat virt-copy-out virt-tar-out virt-filesystems virt-df \
-           virt-inspector guestfish
+           virt-inspector virt-diff guestfish
 
 .PHONY: all release deps test lint unit fuzz-smoke demo bench install uninstall check-full clean
 

@@ -12,7 +12,7 @@ bench_banner
 export BENCH_NESTED=1
 start=$SECONDS
 broken=()
-for s in convert compress snapshots rss formats; do
+for s in convert compress snapshots rss formats guest; do
   "$here/$s.sh" || broken+=("$s.sh (exit $?)")
 done
 

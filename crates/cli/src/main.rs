@@ -19,7 +19,7 @@ Commands:
             snapshot, compare, map, amend, bench, bitmap, commit, dd, measure,
             rebase; plus ova-import and ova-export)
   guest     guest disks without an appliance (libguestfs tools: ls, cat, copy-out,
-            tar-out, filesystems, df, inspector, guestfish), read-only
+            tar-out, filesystems, df, inspector, diff, guestfish), read-only
   help      this text
   version   print the version
 
@@ -27,7 +27,7 @@ Personalities: link or copy the binary under one of these names to get that tool
 command line, output and exit codes:
   qemu-img  (same as `virtkit img`)
   virt-ls, virt-cat, virt-copy-out, virt-tar-out, virt-filesystems, virt-df,
-  virt-inspector, guestfish  (same as `virtkit guest ls`, ...)
+  virt-inspector, virt-diff, guestfish  (same as `virtkit guest ls`, ...)
 ";
 
 fn main() -> ExitCode {

@@ -58,6 +58,7 @@ fn tool_with_stdin(name: &str, args: &[&str], stdin: Option<&str>) -> Run {
             "virt-filesystems",
             "virt-df",
             "virt-inspector",
+            "virt-diff",
             "guestfish",
         ] {
             std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_virtkit"), d.path().join(t)).unwrap();
@@ -555,24 +556,122 @@ fn debroot() -> PathBuf {
     p
 }
 
+/// LVM on a region of `img` (a partition): a PV, a VG `vg` with the given LVs (MiB), made by
+/// the real tools on a loop device without device-mapper (activation off, our loop only, no
+/// backups, no udev), so nothing of the host's LVM state changes. Returns each LV's byte
+/// offset in `img`.
+fn make_lvm(img: &Path, off: u64, len: u64, vg: &str, lvs: &[(&str, u64)]) -> Vec<u64> {
+    let l = sh(&format!(
+        "losetup -f --show -o {off} --sizelimit {len} '{}'",
+        img.display()
+    ))
+    .trim()
+    .to_string();
+    struct Detach(String);
+    impl Drop for Detach {
+        fn drop(&mut self) {
+            let _ = Command::new("losetup").args(["-d", &self.0]).status();
+        }
+    }
+    let _guard = Detach(l.clone());
+    let conf = format!(
+        "devices {{ filter=[\\\"a|^{l}$|\\\",\\\"r|.*|\\\"] use_devicesfile=0 hints=\\\"none\\\" }} activation {{ udev_sync=0 udev_rules=0 }} backup {{ backup=0 archive=0 }} global {{ activation=0 use_lvmpolld=0 }}"
+    );
+    let lvm = |args: &str| sh(&format!("timeout 60 lvm {args} --config \"{conf}\""));
+    lvm(&format!("pvcreate -q {l}"));
+    lvm(&format!("vgcreate -q -s 1M {vg} {l}"));
+    for (name, mib) in lvs {
+        lvm(&format!("lvcreate -q -an -Zn -Wn -L {mib}M -n {name} {vg}"));
+    }
+    let pe_start: u64 = lvm("pvs --noheadings --units b --nosuffix -o pe_start")
+        .trim()
+        .parse()
+        .unwrap();
+    lvs.iter()
+        .map(|(name, _)| {
+            let r = lvm(&format!("lvs --noheadings -o seg_pe_ranges {vg}/{name}"));
+            let pe: u64 = r
+                .trim()
+                .rsplit_once(':')
+                .unwrap()
+                .1
+                .split('-')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+            off + pe_start + pe * MIB
+        })
+        .collect()
+}
+
+fn put_at(img: &Path, file: &Path, off: u64) {
+    sh(&format!(
+        "dd if='{}' of='{}' bs=1M oflag=seek_bytes seek={off} conv=notrunc status=none",
+        file.display(),
+        img.display()
+    ));
+}
+
+/// The inspection disk: GPT with an EFI system partition (vfat), /boot (ext4) and
+/// an LVM PV whose VG holds the debootstrapped root (ext4) and swap; fstab names them by
+/// /dev/mapper name, LABEL= and UUID=.
 #[test]
-fn inspection_of_a_debian_root() {
+fn inspection_of_a_debian_root_on_lvm_in_gpt() {
     let root = debroot();
     let d = tmp();
-    // Root filesystem from the debootstrapped tree, a separate /boot, fstab by UUID and
-    // LABEL, all in one MBR disk.
-    let rootfs = d.path().join("root.ext4");
+    let vg = format!("vkt{}", std::process::id());
+    let disk = d.path().join("deb.raw");
+    sh(&format!("truncate -s 420M '{}'", disk.display()));
+    sh(&format!(
+        "sgdisk -n 1:2048:+32M -t 1:ef00 -n 2:0:+48M -t 2:8300 -n 3:0:0 -t 3:8e00 '{}' >/dev/null",
+        disk.display()
+    ));
+    let parts = sh(&format!(
+        "sfdisk -q -l -o Start,Sectors '{}' | tail -n 3",
+        disk.display()
+    ));
+    let p: Vec<(u64, u64)> = parts
+        .lines()
+        .map(|l| {
+            let v: Vec<u64> = l.split_whitespace().map(|x| x.parse().unwrap()).collect();
+            (v[0] * 512, v[1] * 512)
+        })
+        .collect();
+    let offs = make_lvm(&disk, p[2].0, p[2].1, &vg, &[("root", 320), ("swap", 8)]);
+
+    let esp_src = d.path().join("esp");
+    std::fs::create_dir_all(esp_src.join("EFI/debian")).unwrap();
+    std::fs::write(esp_src.join("EFI/debian/grubx64.efi"), b"MZ not really").unwrap();
+    let esp = d.path().join("esp.vfat");
+    sh(&format!(
+        "mkfs.vfat -C -n ESP -i 1234ABCD '{}' 32768 >/dev/null",
+        esp.display()
+    ));
+    sh(&format!(
+        "MTOOLS_SKIP_CHECK=1 mcopy -s -i '{}' '{}/EFI' ::/",
+        esp.display(),
+        esp_src.display()
+    ));
+    let boot_src = d.path().join("boot");
+    std::fs::create_dir_all(boot_src.join("efi")).unwrap();
+    std::fs::write(boot_src.join("vmlinuz-test"), b"kernel").unwrap();
     let boot = d.path().join("boot.ext4");
     sh(&format!(
-        "mkfs.ext4 -q -F -L debroot -U {FS_UUID} -d '{}' '{}' 400M",
+        "mkfs.ext4 -q -F -L BOOT -d '{}' '{}' 48M",
+        boot_src.display(),
+        boot.display()
+    ));
+    let rootfs = d.path().join("root.ext4");
+    sh(&format!(
+        "mkfs.ext4 -q -F -U {FS_UUID} -d '{}' '{}' 320M",
         root.display(),
         rootfs.display()
     ));
-    sh(&format!("mkfs.ext4 -q -F -L BOOT '{}' 16M", boot.display()));
     let fstab = d.path().join("fstab");
     std::fs::write(
         &fstab,
-        format!("# test\nUUID={FS_UUID} / ext4 errors=remount-ro 0 1\nLABEL=BOOT /boot ext4 defaults 0 2\nproc /proc proc defaults 0 0\n"),
+        format!("# test\n/dev/mapper/{vg}-root / ext4 errors=remount-ro 0 1\nLABEL=BOOT /boot ext4 defaults 0 2\nUUID=1234-ABCD /boot/efi vfat umask=0077 0 1\n/dev/{vg}/swap none swap sw 0 0\nproc /proc proc defaults 0 0\n"),
     )
     .unwrap();
     sh(&format!(
@@ -580,29 +679,26 @@ fn inspection_of_a_debian_root() {
         r = rootfs.display(),
         f = fstab.display()
     ));
-    let disk = d.path().join("deb.raw");
-    sh(&format!("truncate -s 420M '{}'", disk.display()));
+    let swap = d.path().join("swap");
     sh(&format!(
-        "printf 'label: dos\\nstart=2048, size=32768, type=83\\nstart=34816, type=83\\n' | sfdisk -q '{}'",
-        disk.display()
+        "truncate -s 8M '{}' && mkswap -q '{}'",
+        swap.display(),
+        swap.display()
     ));
-    sh(&format!(
-        "dd if='{}' of='{}' bs=512 seek=2048 conv=notrunc status=none",
-        boot.display(),
-        disk.display()
-    ));
-    sh(&format!(
-        "dd if='{}' of='{}' bs=512 seek=34816 conv=notrunc status=none",
-        rootfs.display(),
-        disk.display()
-    ));
+    put_at(&disk, &esp, p[0].0);
+    put_at(&disk, &boot, p[1].0);
+    put_at(&disk, &rootfs, offs[0]);
+    put_at(&disk, &swap, offs[1]);
+    let qcow2 = d.path().join("deb.qcow2");
+    qemu_img(&["convert", "-O", "qcow2", s(&disk), s(&qcow2)]).assert_ok();
 
-    let r = tool("virt-inspector", &["-a", s(&disk)]).ok();
+    let r = tool("virt-inspector", &["-a", s(&qcow2)]).ok();
     let x = r.text();
     let ver = std::fs::read_to_string(root.join("etc/debian_version")).unwrap();
     let (ma, mi) = ver.trim().split_once('.').unwrap();
+    let lv = format!("/dev/{vg}/root");
     for want in [
-        "<root>/dev/sda2</root>".to_string(),
+        format!("<root>{lv}</root>"),
         "<name>linux</name>".into(),
         "<arch>x86_64</arch>".into(),
         "<distro>debian</distro>".into(),
@@ -613,10 +709,11 @@ fn inspection_of_a_debian_root() {
         "<package_management>apt</package_management>".into(),
         "<hostname>virtkit-test</hostname>".into(),
         "<osinfo>debian12</osinfo>".into(),
-        "<mountpoint dev=\"/dev/sda2\">/</mountpoint>".into(),
-        "<mountpoint dev=\"/dev/sda1\">/boot</mountpoint>".into(),
+        format!("    <mountpoints>\n      <mountpoint dev=\"{lv}\">/</mountpoint>\n      <mountpoint dev=\"/dev/sda2\">/boot</mountpoint>\n      <mountpoint dev=\"/dev/sda1\">/boot/efi</mountpoint>\n    </mountpoints>"),
+        format!("<filesystem dev=\"/dev/{vg}/swap\">\n        <type>swap</type>"),
         format!("<uuid>{FS_UUID}</uuid>"),
         "<label>BOOT</label>".into(),
+        "<uuid>1234-ABCD</uuid>".into(),
     ] {
         assert!(x.contains(&want), "missing {want} in\n{x}");
     }
@@ -625,22 +722,110 @@ fn inspection_of_a_debian_root() {
         "dpkg-query --admindir='{}/var/lib/dpkg' -W -f '${{Package}} ${{Version}}\\n'",
         root.display()
     ));
-    let n_apps = x.matches("<application>").count();
-    assert_eq!(n_apps, q.lines().count());
+    assert_eq!(x.matches("<application>").count(), q.lines().count());
     assert!(x.contains("<name>dpkg</name>"));
-    // -i mounts as fstab says: /boot is the other filesystem.
-    let r = tool("virt-ls", &["-a", s(&disk), "/boot"]).ok();
-    assert_eq!(r.text(), "lost+found\n");
-    let r = tool("virt-cat", &["-a", s(&disk), "/etc/hostname"]).ok();
-    assert_eq!(r.text(), "virtkit-test\n");
-    let r = tool_with_stdin(
-        "guestfish",
-        &["--ro", "-a", s(&disk), "-i"],
-        Some("inspect-os\ninspect-get-distro /dev/sda2\ninspect-get-mountpoints /dev/sda2\n"),
+    // Without -m the tools mount as fstab says: /boot and /boot/efi are the other filesystems.
+    let r = tool("virt-ls", &["-a", s(&qcow2), "/boot"]).ok();
+    assert_eq!(r.text(), "efi\nlost+found\nvmlinuz-test\n");
+    let r = tool(
+        "virt-cat",
+        &["-a", s(&qcow2), "/boot/efi/EFI/debian/grubx64.efi"],
     )
     .ok();
+    assert_eq!(r.text(), "MZ not really");
+    let r = tool("virt-cat", &["-a", s(&disk), "/etc/hostname"]).ok();
+    assert_eq!(r.text(), "virtkit-test\n");
+    let script = format!("inspect-os\ninspect-get-distro {lv}\ninspect-get-mountpoints {lv}\nlvs\nvgs\npvs\nmount-ro /dev/mapper/{vg}-root /\nis-dir /usr/bin\n");
+    let r = tool_with_stdin("guestfish", &["--ro", "-a", s(&disk), "-i"], Some(&script)).ok();
     assert_eq!(
         r.text(),
-        "/dev/sda2\ndebian\n/: /dev/sda2\n/boot: /dev/sda1\n"
+        format!("{lv}\ndebian\n/: {lv}\n/boot: /dev/sda2\n/boot/efi: /dev/sda1\n/dev/{vg}/root\n/dev/{vg}/swap\n{vg}\n/dev/sda3\ntrue\n")
     );
+    // virt-filesystems --all --long: LVM objects and partitions as libguestfs lists them.
+    let r = tool(
+        "virt-filesystems",
+        &["-a", s(&disk), "--all", "--long", "--csv", "--no-title"],
+    )
+    .ok();
+    let t = r.text();
+    for want in [
+        format!("{lv},filesystem,ext4,,"),
+        "/dev/sda1,filesystem,vfat,ESP,".to_string(),
+        format!("{lv},lv,,,,{},/dev/{vg}", 320 * MIB),
+        format!("/dev/{vg},vg,,,,"),
+        "/dev/sda3,pv,,,,".to_string(),
+        "/dev/sda1,partition,,,,".to_string(),
+        format!("/dev/sda,device,,,,{},", 420 * MIB),
+    ] {
+        assert!(t.contains(&want), "missing {want} in\n{t}");
+    }
+    // virt-df lists the filesystems it can read, partitions before LVs as libguestfs'
+    // list-filesystems orders them (swap left out).
+    let r = tool("virt-df", &["-a", s(&disk), "--csv"]).ok();
+    let devs: Vec<String> = r
+        .text()
+        .lines()
+        .skip(1)
+        .map(|l| parse_csv(l)[1].clone())
+        .collect();
+    assert_eq!(
+        devs,
+        ["/dev/sda1".to_string(), "/dev/sda2".into(), lv.clone()]
+    );
+}
+
+/// virt-diff between a small Linux root and a copy changed with debugfs: a file removed, one
+/// added, one rewritten (shown with diff -u) and one chmod'ed ("# changed: st_mode").
+#[test]
+fn virt_diff_lists_changes() {
+    let d = tmp();
+    let src = d.path().join("root");
+    for dir in ["etc", "bin", "data"] {
+        std::fs::create_dir_all(src.join(dir)).unwrap();
+    }
+    std::fs::write(src.join("etc/fstab"), "/dev/sda / ext4 defaults 0 1\n").unwrap();
+    std::fs::write(src.join("etc/hosts"), "127.0.0.1 localhost\n10.0.0.1 old\n").unwrap();
+    std::fs::write(src.join("data/gone"), "bye\n").unwrap();
+    std::fs::write(src.join("data/perm"), "p\n").unwrap();
+    for f in ["etc/fstab", "etc/hosts", "data/gone", "data/perm"] {
+        std::fs::set_permissions(src.join(f), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let a = d.path().join("a.img");
+    sh(&format!(
+        "mkfs.ext4 -q -F -b 4096 -d '{}' '{}' 8M",
+        src.display(),
+        a.display()
+    ));
+    let b = d.path().join("b.img");
+    std::fs::copy(&a, &b).unwrap();
+    let hosts = d.path().join("hosts");
+    std::fs::write(&hosts, "127.0.0.1 localhost\n10.0.0.2 new\n").unwrap();
+    let newf = d.path().join("new");
+    std::fs::write(&newf, "hello\n").unwrap();
+    sh(&format!(
+        "printf 'rm /data/gone\\ncd /data\\nwrite {n} new\\nsif /data/perm mode 0100600\\nrm /etc/hosts\\ncd /etc\\nwrite {h} hosts\\nsif /etc/hosts mtime 20300101000000\\n' | debugfs -w -f - '{b}' >/dev/null 2>&1",
+        n = newf.display(),
+        h = hosts.display(),
+        b = b.display()
+    ));
+    let r = tool("virt-diff", &["-a", s(&a), "-A", s(&b)]).ok();
+    let t = r.text();
+    for want in [
+        "- - 0644          4 /data/gone\n",
+        "+ - 0644          6 /data/new\n",
+        "- - 0644          2 /data/perm\n+ - 0600          2 /data/perm\n# changed: st_mode\n",
+        "= - 0644         33 /etc/hosts\n@@ -1,2 +1,2 @@\n 127.0.0.1 localhost\n-10.0.0.1 old\n+10.0.0.2 new\n@@ End of diff @@\n",
+    ] {
+        assert!(t.contains(want), "missing {want:?} in\n{t}");
+    }
+    assert_eq!(
+        t.lines()
+            .filter(|l| l.starts_with(['+', '-', '=', '#']))
+            .count(),
+        8,
+        "{t}"
+    );
+    // Identical guests: no output.
+    let r = tool("virt-diff", &["-a", s(&a), "-A", s(&a)]).ok();
+    assert_eq!(r.text(), "");
 }

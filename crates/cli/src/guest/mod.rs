@@ -6,6 +6,7 @@
 mod cat;
 mod copy;
 mod df;
+mod diff;
 mod filesystems;
 mod fish;
 pub mod fmt;
@@ -28,6 +29,7 @@ pub const TOOLS: &[&str] = &[
     "virt-filesystems",
     "virt-df",
     "virt-inspector",
+    "virt-diff",
     "guestfish",
 ];
 
@@ -41,6 +43,7 @@ pub fn main(tool: &str, args: &[String]) -> i32 {
         "virt-filesystems" => filesystems::run(&prog, args),
         "virt-df" => df::run(&prog, args),
         "virt-inspector" => inspector::run(&prog, args),
+        "virt-diff" => diff::run(&prog, args),
         "guestfish" => fish::run(&prog, args),
         _ => {
             eprintln!(
@@ -138,6 +141,11 @@ impl Common {
             _ => return Ok(false),
         }
         Ok(true)
+    }
+
+    /// The --format in force (after all options).
+    pub fn format(&self) -> Option<Format> {
+        self.format
     }
 
     /// libguestfs: "--format parameter must appear before -a parameter".

@@ -612,3 +612,11 @@ pub fn guest_xfs(data: &[u8]) {
         walk_fs(&fs);
     }
 }
+
+/// The parsers of guest text files behind inspection (os-release, lsb-release,
+/// redhat-release, debian_version, fstab, dpkg status): any bytes, lossily as text.
+pub fn guest_inspect(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let n = virtkit_guest::inspect::fuzz_parsers(&text);
+    assert!(n <= data.len());
+}

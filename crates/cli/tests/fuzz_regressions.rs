@@ -182,3 +182,8 @@ fn guest_iso9660() {
 fn guest_xfs() {
     replay("guest_xfs", harness::guest_xfs);
 }
+
+#[test]
+fn guest_inspect() {
+    replay("guest_inspect", harness::guest_inspect);
+}

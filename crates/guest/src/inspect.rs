@@ -616,6 +616,23 @@ pub fn parse_dpkg_status(t: &str) -> Vec<Application> {
     apps
 }
 
+/// Every parser of guest-supplied text inspection uses (os-release, lsb-release,
+/// redhat-release, debian_version, fstab escapes, dpkg status, versions), for the fuzz target:
+/// none may panic or loop on any input.
+#[doc(hidden)]
+pub fn fuzz_parsers(text: &str) -> usize {
+    let mut o = OsInfo::default();
+    parse_os_release(text, &mut o);
+    parse_lsb_release(text, &mut o);
+    parse_redhat_release(text, &mut o);
+    parse_debian_version(text, &mut o, false);
+    let _ = osinfo_id(&o);
+    let _ = package_system(&o.distro, o.major_version);
+    let _ = unescape_fstab(text);
+    let _ = parse_version(text);
+    parse_dpkg_status(text).len()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

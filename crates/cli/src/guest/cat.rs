@@ -2,7 +2,7 @@
 //! and guestfish's checksum).
 
 use super::{api_err, parse, Common, COMMON_LONG};
-use crate::getopt::{Opt, Spec};
+use crate::getopt::Spec;
 use sha1::Digest;
 use std::io::Write;
 use virtkit_guest::fs::FileType;
@@ -29,22 +29,9 @@ pub fn run(prog: &str, args: &[String]) -> std::result::Result<i32, String> {
         long: COMMON_LONG,
     };
     let mut c = Common::default();
-    let (mut help, mut version) = (false, false);
-    let mut files = parse(prog, &spec, args, &mut c, &mut |o| {
-        match o {
-            Opt::Long("help", _) => help = true,
-            Opt::Short('V', _) | Opt::Long("version", _) => version = true,
-            _ => return Ok(false),
-        }
-        Ok(true)
-    })?;
-    if help {
-        print!("{USAGE}");
+    let Some(mut files) = parse(prog, &spec, args, &mut c, USAGE, &mut |_| Ok(false))? else {
         return Ok(0);
-    }
-    if version {
-        return Ok(super::version(prog));
-    }
+    };
     // Old-style syntax: disks, then the files (a word with a '/' that exists on the host
     // is a disk).
     if c.drives.is_empty() {

@@ -59,19 +59,9 @@ fn open_tool(
         ),
     };
     let mut c = Common::default();
-    let mut help = false;
-    let rest = parse(prog, &spec, args, &mut c, &mut |o| {
-        match o {
-            Opt::Long("help", _) => help = true,
-            o if extra(o) => {}
-            _ => return Ok(false),
-        }
-        Ok(true)
-    })?;
-    if help {
-        print!("{usage}");
+    let Some(rest) = parse(prog, &spec, args, &mut c, usage, &mut |o| Ok(extra(o)))? else {
         return Ok(None);
-    }
+    };
     c.need_drives(prog)?;
     let g = c.launch()?;
     let m = c.mount(prog, &g, true)?;

@@ -42,11 +42,9 @@ pub fn run(prog: &str, args: &[String]) -> Result<i32, String> {
         long,
     };
     let mut c = Common::default();
-    let (mut help, mut version, mut csv, mut hum, mut inodes) = (false, false, false, false, false);
-    let rest = parse(prog, &spec, args, &mut c, &mut |o| {
+    let (mut csv, mut hum, mut inodes) = (false, false, false);
+    let Some(rest) = parse(prog, &spec, args, &mut c, USAGE, &mut |o| {
         match o {
-            Opt::Long("help", _) => help = true,
-            Opt::Short('V', _) | Opt::Long("version", _) => version = true,
             Opt::Long("csv", _) => csv = true,
             Opt::Short('h', _) | Opt::Long("human-readable", _) => hum = true,
             Opt::Long("inodes", _) => inodes = true,
@@ -54,18 +52,14 @@ pub fn run(prog: &str, args: &[String]) -> Result<i32, String> {
             _ => return Ok(false),
         }
         Ok(true)
-    })?;
+    })?
+    else {
+        return Ok(0);
+    };
     // virt-df's -i is --inodes, not --inspector.
     if c.inspector {
         inodes = true;
         c.inspector = false;
-    }
-    if help {
-        print!("{USAGE}");
-        return Ok(0);
-    }
-    if version {
-        return Ok(super::version(prog));
     }
     if c.drives.is_empty() {
         for r in rest {

@@ -4,7 +4,7 @@
 //! naming the stat fields that differ.
 
 use super::cat::{checksum_node, download};
-use super::fmt::{csv_field, datetime, dev_split, human, now};
+use super::fmt::{csv_field, now, stat_columns, Columns};
 use super::{api_err, inspect_mount, parse, Common, COMMON_LONG};
 use crate::getopt::{Opt, Spec};
 use std::io::Write;
@@ -102,11 +102,8 @@ pub fn run(prog: &str, args: &[String]) -> Result<i32, String> {
     let mut c1 = Common::default();
     let mut second: Vec<(std::path::PathBuf, Option<virtkit_image::Format>)> = Vec::new();
     let mut f = Flags::default();
-    let (mut help, mut version) = (false, false);
-    let rest = parse(prog, &spec, args, &mut c1, &mut |o| {
+    let Some(rest) = parse(prog, &spec, args, &mut c1, USAGE, &mut |o| {
         match o {
-            Opt::Long("help", _) => help = true,
-            Opt::Short('V', _) | Opt::Long("version", _) => version = true,
             Opt::Short('A', Some(v)) => second.push((v.into(), None)),
             Opt::Short('D', Some(_)) => {
                 return Err(format!("{prog}: error: -D: libvirt domains are not supported yet (the VM manager is not written); use -A DISK"))
@@ -138,17 +135,13 @@ pub fn run(prog: &str, args: &[String]) -> Result<i32, String> {
             _ => return Ok(false),
         }
         Ok(true)
-    })?;
+    })?
+    else {
+        return Ok(0);
+    };
     // -A disks take the --format given on the command line (if any).
     for d in &mut second {
         d.1 = c1.format();
-    }
-    if help {
-        print!("{USAGE}");
-        return Ok(0);
-    }
-    if version {
-        return Ok(super::version(prog));
     }
     if !rest.is_empty() {
         return Err(format!(
@@ -360,53 +353,17 @@ fn line(
     file: &File,
 ) -> Result<(), String> {
     let st = &file.st;
-    let mut v: Vec<String> = vec![tag.to_string()];
-    v.push(
-        match st.kind {
-            FileType::Regular => "-",
-            FileType::Directory => "d",
-            FileType::CharDevice => "c",
-            FileType::BlockDevice => "b",
-            FileType::Fifo => "p",
-            FileType::Symlink => "l",
-            FileType::Socket => "s",
-            FileType::Unknown => "u",
-        }
-        .to_string(),
-    );
-    v.push(format!("{:04o}", st.mode & 0o7777));
-    let size = if f.human {
-        human(st.size, 1)
-    } else {
-        st.size.to_string()
+    let cols = Columns {
+        csv: f.csv,
+        human: f.human,
+        uids: f.uids,
+        times: f.times,
+        atime: f.atime,
+        time_mode: f.time_mode,
+        extra: f.extra,
     };
-    v.push(if f.csv { size } else { format!("{size:>10}") });
-    if f.uids {
-        v.push(format!("{:>4}", st.uid));
-        v.push(format!("{:>4}", st.gid));
-    }
-    if f.times {
-        let mut ts = vec![st.mtime.sec, st.ctime.sec];
-        if f.atime {
-            ts.insert(0, st.atime.sec);
-        }
-        for t in ts {
-            v.push(match f.time_mode {
-                1 => format!("{t:>10}"),
-                2 => format!("{:>8}", now - t),
-                3 => format!("{:>3}", (now - t) / 86400),
-                _ => datetime(t),
-            });
-        }
-    }
-    if f.extra {
-        v.push("0:0".into());
-        v.push(st.ino.to_string());
-        v.push(st.nlink.to_string());
-        let (ma, mi) = dev_split(st.rdev);
-        v.push(format!("{ma}:{mi}"));
-        v.push(st.blocks.to_string());
-    }
+    let mut v = vec![tag.to_string()];
+    v.extend(stat_columns(st, &cols, now));
     if let Some(c) = &file.csum {
         v.push(c.clone());
     }

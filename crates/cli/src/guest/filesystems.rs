@@ -93,13 +93,11 @@ pub fn run(prog: &str, args: &[String]) -> Result<i32, String> {
         long,
     };
     let mut c = Common::default();
-    let (mut help, mut version, mut csv, mut hum, mut long_mode, mut no_title, mut uuid) =
-        (false, false, false, false, false, false, false);
+    let (mut csv, mut hum, mut long_mode, mut no_title, mut uuid) =
+        (false, false, false, false, false);
     let mut output = 0u32;
-    let rest = parse(prog, &spec, args, &mut c, &mut |o| {
+    let Some(rest) = parse(prog, &spec, args, &mut c, USAGE, &mut |o| {
         match o {
-            Opt::Long("help", _) => help = true,
-            Opt::Short('V', _) | Opt::Long("version", _) => version = true,
             Opt::Long("all", _) => output = O_ALL,
             Opt::Long("blkdevs" | "block-devices", _) => output |= O_BLKDEVS,
             Opt::Long("csv", _) => csv = true,
@@ -116,14 +114,10 @@ pub fn run(prog: &str, args: &[String]) -> Result<i32, String> {
             _ => return Ok(false),
         }
         Ok(true)
-    })?;
-    if help {
-        print!("{USAGE}");
+    })?
+    else {
         return Ok(0);
-    }
-    if version {
-        return Ok(super::version(prog));
-    }
+    };
     if !rest.is_empty() {
         return Err(format!(
             "{prog}: error: extra argument ‘{}’ on the command line.\nMake sure to specify the argument for --format like '--format=%s'.",

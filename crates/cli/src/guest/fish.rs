@@ -108,26 +108,18 @@ pub fn run(prog: &str, args: &[String]) -> Result<i32, String> {
         long,
     };
     let mut c = Common::default();
-    let (mut help, mut version) = (false, false);
     let mut script: Option<String> = None;
-    let rest = super::parse(prog, &spec, args, &mut c, &mut |o| {
+    let Some(rest) = super::parse(prog, &spec, args, &mut c, USAGE, &mut |o| {
         match o {
-            Opt::Long("help", _) => help = true,
-            Opt::Short('V', _) | Opt::Long("version", _) => version = true,
             Opt::Short('f', Some(f)) | Opt::Long("file", Some(f)) => script = Some(f.clone()),
             Opt::Short('n', _) | Opt::Long("no-sync" | "keys-from-stdin", _) => {}
             _ => return Ok(false),
         }
         Ok(true)
-    })?;
-    if help {
-        print!("{USAGE}");
+    })?
+    else {
         return Ok(0);
-    }
-    if version {
-        println!("guestfish {} (virtkit)", env!("CARGO_PKG_VERSION"));
-        return Ok(0);
-    }
+    };
     let mut sh = Shell {
         prog: prog.to_string(),
         drives: c,

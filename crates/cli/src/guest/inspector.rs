@@ -38,11 +38,9 @@ pub fn run(prog: &str, args: &[String]) -> Result<i32, String> {
         long,
     };
     let mut c = Common::default();
-    let (mut help, mut version, mut apps) = (false, false, true);
-    let rest = parse(prog, &spec, args, &mut c, &mut |o| {
+    let mut apps = true;
+    let Some(rest) = parse(prog, &spec, args, &mut c, USAGE, &mut |o| {
         match o {
-            Opt::Long("help", _) => help = true,
-            Opt::Short('V', _) | Opt::Long("version", _) => version = true,
             Opt::Long("no-applications", _) => apps = false,
             Opt::Long("no-icon", _) => {}
             Opt::Long("xpath", _) => {
@@ -53,14 +51,10 @@ pub fn run(prog: &str, args: &[String]) -> Result<i32, String> {
             _ => return Ok(false),
         }
         Ok(true)
-    })?;
-    if help {
-        print!("{USAGE}");
+    })?
+    else {
         return Ok(0);
-    }
-    if version {
-        return Ok(super::version(prog));
-    }
+    };
     if c.drives.is_empty() {
         for r in rest {
             c.drives.push((r.into(), None));

@@ -1,6 +1,6 @@
 //! virt-ls: list files in a guest's filesystems (plain, -l, -R, -lR with its extra columns).
 
-use super::fmt::{csv_field, datetime, dev_split, find, human, ll, now};
+use super::fmt::{csv_field, find, ll, now, stat_columns, Columns};
 use super::{api_err, parse, Common, COMMON_LONG};
 use crate::getopt::{Opt, Spec};
 use std::io::Write;
@@ -75,12 +75,8 @@ pub fn run(prog: &str, args: &[String]) -> Result<i32, String> {
     };
     let mut c = Common::default();
     let mut f = Flags::default();
-    let mut help = false;
-    let mut version = false;
-    let rest = parse(prog, &spec, args, &mut c, &mut |o| {
+    let Some(rest) = parse(prog, &spec, args, &mut c, USAGE, &mut |o| {
         match o {
-            Opt::Long("help", _) => help = true,
-            Opt::Short('V', _) | Opt::Long("version", _) => version = true,
             Opt::Short('l', _) | Opt::Long("long", _) => f.long = true,
             Opt::Short('R', _) | Opt::Long("recursive", _) => f.recursive = true,
             Opt::Short('h', _) | Opt::Long("human-readable", _) => f.human = true,
@@ -100,14 +96,10 @@ pub fn run(prog: &str, args: &[String]) -> Result<i32, String> {
             _ => return Ok(false),
         }
         Ok(true)
-    })?;
-    if help {
-        print!("{USAGE}");
+    })?
+    else {
         return Ok(0);
-    }
-    if version {
-        return Ok(super::version(prog));
-    }
+    };
     let mut dirs = rest;
     // Old-style syntax: no -a, the disks come before the one directory.
     if c.drives.is_empty() && dirs.len() > 1 {
@@ -199,50 +191,16 @@ fn line(
     out: &mut dyn Write,
 ) -> Result<(), String> {
     let sep = if f.csv { "," } else { " " };
-    let mut fields: Vec<String> = Vec::with_capacity(12);
-    let t = match st.kind {
-        FileType::Regular => "-",
-        FileType::Directory => "d",
-        FileType::CharDevice => "c",
-        FileType::BlockDevice => "b",
-        FileType::Fifo => "p",
-        FileType::Symlink => "l",
-        FileType::Socket => "s",
-        FileType::Unknown => "u",
+    let cols = Columns {
+        csv: f.csv,
+        human: f.human,
+        uids: f.uids,
+        times: f.times,
+        atime: true,
+        time_mode: f.time_mode,
+        extra: f.extra,
     };
-    fields.push(t.to_string());
-    fields.push(format!("{:04o}", st.mode & 0o7777));
-    let size = if f.human {
-        human(st.size, 1)
-    } else {
-        st.size.to_string()
-    };
-    fields.push(if f.csv { size } else { format!("{size:>10}") });
-    if f.uids {
-        for id in [st.uid, st.gid] {
-            // Right-aligned in CSV too, as virt-ls prints them.
-            fields.push(format!("{id:>4}"));
-        }
-    }
-    if f.times {
-        for ts in [st.atime.sec, st.mtime.sec, st.ctime.sec] {
-            fields.push(match f.time_mode {
-                1 => format!("{ts:>10}"),
-                2 => format!("{:>8}", now - ts),
-                3 => format!("{:>3}", (now - ts) / 86400),
-                _ => datetime(ts),
-            });
-        }
-    }
-    if f.extra {
-        // st_dev: the appliance's device numbers are meaningless outside it; 0:0 here.
-        fields.push("0:0".into());
-        fields.push(st.ino.to_string());
-        fields.push(st.nlink.to_string());
-        let (ma, mi) = dev_split(st.rdev);
-        fields.push(format!("{ma}:{mi}"));
-        fields.push(st.blocks.to_string());
-    }
+    let mut fields = stat_columns(st, &cols, now);
     if let Some(kind) = &f.checksum {
         if st.kind == FileType::Regular {
             fields

@@ -221,13 +221,16 @@ pub fn inspect_mount(prog: &str, g: &Guest, fish_hint: bool) -> Result<Mounts, S
 }
 
 /// Parses with `spec`, feeding shared options to `common` and the rest to `own`.
+/// `--help` prints `usage` and `-V`/`--version` the version, and the result is None (the
+/// tool exits 0), as soon as they are seen, as the libguestfs tools do.
 pub fn parse(
     prog: &str,
     spec: &Spec,
     args: &[String],
     common: &mut Common,
+    usage: &str,
     own: &mut dyn FnMut(&Opt) -> Result<bool, String>,
-) -> Result<Vec<String>, String> {
+) -> Result<Option<Vec<String>>, String> {
     // getopt's optional arguments (--format, --checksum): only "--opt=value" gives one; a
     // bare "--opt" takes none (the next word stays a positional argument).
     let mut argv: Vec<String> = Vec::with_capacity(args.len());
@@ -245,6 +248,17 @@ pub fn parse(
         .parse(&argv)
         .map_err(|e| format!("{prog}: {e}\nTry ‘{prog} --help’ for more information."))?;
     for o in &p.opts {
+        match o {
+            Opt::Long("help", _) => {
+                print!("{usage}");
+                return Ok(None);
+            }
+            Opt::Short('V', _) | Opt::Long("version", _) => {
+                version(prog);
+                return Ok(None);
+            }
+            _ => {}
+        }
         if common.take(prog, o)? {
             continue;
         }
@@ -253,7 +267,7 @@ pub fn parse(
         }
     }
     common.finish(prog)?;
-    Ok(p.args)
+    Ok(Some(p.args))
 }
 
 /// Long options whose argument is optional in libguestfs' getopt tables.

@@ -40,6 +40,20 @@ impl FileType {
         }
     }
 
+    /// The file type byte of Linux directory entries (ext2's FT_*, XFS's ftype).
+    pub fn from_dirent(t: u8) -> FileType {
+        match t {
+            1 => FileType::Regular,
+            2 => FileType::Directory,
+            3 => FileType::CharDevice,
+            4 => FileType::BlockDevice,
+            5 => FileType::Fifo,
+            6 => FileType::Socket,
+            7 => FileType::Symlink,
+            _ => FileType::Unknown,
+        }
+    }
+
     pub fn from_mode(mode: u32) -> FileType {
         match mode & 0o170000 {
             0o100000 => FileType::Regular,
@@ -90,6 +104,12 @@ pub struct DirEntry {
     pub name: Vec<u8>,
     pub ino: Ino,
     pub kind: FileType,
+}
+
+/// Whether an on-disk name can be a directory entry name at all: non-empty, without '/' or
+/// NUL (readers report anything else as corrupt rather than hand it to path code).
+pub fn valid_name(name: &[u8]) -> bool {
+    !name.is_empty() && !name.contains(&b'/') && !name.contains(&0)
 }
 
 /// `statvfs(2)` figures, for virt-df.

@@ -165,21 +165,12 @@ impl Ext4 {
                     return bad(format!("inode {child} out of range"));
                 }
                 let name = &b[off + 8..off + 8 + name_len];
-                if name.is_empty() || name.contains(&b'/') || name.contains(&0) {
+                if !crate::fs::valid_name(name) {
                     return bad(format!("bad name {:?}", String::from_utf8_lossy(name)));
                 }
                 if name != b"." && name != b".." {
                     let kind = if filetype {
-                        match b[off + 7] {
-                            1 => FileType::Regular,
-                            2 => FileType::Directory,
-                            3 => FileType::CharDevice,
-                            4 => FileType::BlockDevice,
-                            5 => FileType::Fifo,
-                            6 => FileType::Socket,
-                            7 => FileType::Symlink,
-                            _ => FileType::Unknown,
-                        }
+                        FileType::from_dirent(b[off + 7])
                     } else {
                         self.inode(child as u64)?.kind()
                     };

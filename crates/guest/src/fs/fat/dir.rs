@@ -176,7 +176,7 @@ pub fn parse<'a>(
             Some(n) => n,
             None => short.display_name(),
         };
-        if name.is_empty() || name.contains(&b'/') || name.contains(&0) {
+        if !crate::fs::valid_name(&name) {
             return corrupt(format!(
                 "vfat: invalid name {:?} in the directory entry at byte {off}",
                 String::from_utf8_lossy(&name)

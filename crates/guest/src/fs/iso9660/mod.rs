@@ -270,12 +270,7 @@ impl Filesystem for IsoFs {
                 continue;
             }
             let name = self.name(&rec, &rock);
-            if name.is_empty()
-                || name == b"."
-                || name == b".."
-                || name.contains(&b'/')
-                || name.contains(&0)
-            {
+            if !crate::fs::valid_name(&name) || name == b"." || name == b".." {
                 return corrupt(format!(
                     "iso9660: invalid name {:?} in the directory at {start}",
                     String::from_utf8_lossy(&name)

@@ -18,22 +18,9 @@ const XDD3: u32 = 0x5844_4433; // v5 data block
 /// Byte offset of the leaf blocks in directory address space; data blocks lie below.
 const LEAF_OFFSET: u64 = 32 << 30;
 
-fn ftype(t: u8) -> FileType {
-    match t {
-        1 => FileType::Regular,
-        2 => FileType::Directory,
-        3 => FileType::CharDevice,
-        4 => FileType::BlockDevice,
-        5 => FileType::Fifo,
-        6 => FileType::Socket,
-        7 => FileType::Symlink,
-        _ => FileType::Unknown,
-    }
-}
-
 /// Names the trait promises: non-empty, no '/', no NUL. "." and ".." are left out.
 fn keep_name(dir: u64, name: &[u8]) -> Result<bool> {
-    if name.is_empty() || name.contains(&b'/') || name.contains(&0) {
+    if !crate::fs::valid_name(name) {
         return corrupt(format!("xfs: directory {dir}: invalid entry name"));
     }
     Ok(name != b"." && name != b"..")
@@ -96,7 +83,7 @@ impl Xfs {
             let mut at = pos + 3 + namelen;
             let mut kind = FileType::Unknown;
             if self.sb.ftype {
-                kind = ftype(*b.get(at).ok_or_else(|| short(ip.ino))?);
+                kind = FileType::from_dirent(*b.get(at).ok_or_else(|| short(ip.ino))?);
                 at += 1;
             }
             let ino = self.check_ino(ip.ino, read_ino(at)?)?;
@@ -201,7 +188,7 @@ impl Xfs {
             }
             let name = &b[pos + 9..pos + 9 + namelen];
             let kind = if ft == 1 {
-                ftype(b[pos + 9 + namelen])
+                FileType::from_dirent(b[pos + 9 + namelen])
             } else {
                 FileType::Unknown
             };

@@ -500,6 +500,11 @@ const FS_MAX_DEPTH: usize = 16;
 /// The input as a whole device holding a `kind` filesystem (virtkit_guest::fs::open): info,
 /// statfs, then a bounded walk with stat, readlink and reads of every entry. Checks the
 /// trait's contract on what comes back (names, read lengths).
+/// The NTFS reader (on the `ntfs` crate) on the input: open, walk, stat, read, readlink.
+pub fn guest_ntfs(data: &[u8]) {
+    guest_fs("ntfs", data);
+}
+
 pub fn guest_fs(kind: &str, data: &[u8]) {
     use std::sync::Arc;
     use virtkit_guest::dev::MemDev;

@@ -174,6 +174,11 @@ fn guest_fat() {
 }
 
 #[test]
+fn guest_ntfs() {
+    replay("guest_ntfs", harness::guest_ntfs);
+}
+
+#[test]
 fn guest_iso9660() {
     replay("guest_iso9660", |d| harness::guest_fs("iso9660", d));
 }

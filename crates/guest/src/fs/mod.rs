@@ -1,4 +1,4 @@
-//! The filesystem trait every reader implements (ext2/3/4, XFS, vfat, ISO 9660), inode-based
+//! The filesystem trait every reader implements (ext2/3/4, XFS, vfat, ISO 9660, NTFS), inode-based
 //! like FUSE's low-level API, so that path walking, symlink resolution and mounts are done
 //! once, above the readers, with the same confinement rules for every filesystem.
 
@@ -7,6 +7,7 @@ use crate::error::Result;
 pub mod ext4;
 pub mod fat;
 pub mod iso9660;
+pub mod ntfs;
 pub mod xfs;
 
 /// An inode number, or for filesystems without inodes (vfat, ISO 9660) a stable identifier
@@ -170,6 +171,7 @@ pub fn open(
         "vfat" | "msdos" => Ok(std::sync::Arc::new(fat::FatFs::open(dev)?)),
         "iso9660" => Ok(std::sync::Arc::new(iso9660::IsoFs::open(dev)?)),
         "xfs" => Ok(std::sync::Arc::new(xfs::Xfs::open(dev)?)),
+        "ntfs" => Ok(std::sync::Arc::new(ntfs::NtfsFs::open(dev)?)),
         _ => Err(crate::error::Error::Unsupported(format!(
             "reading {kind} filesystems is not supported"
         ))),

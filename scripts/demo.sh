@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make demo`: a walk through the LPIC-3 topic 351.5 disk-image workflow
-# (raw and qcow2 images, backing chains, snapshots, compression, checks)
-# using only virtkit on generated data, in a temporary directory.
+# (raw and qcow2 images, backing chains, snapshots, compression, checks), then a guest
+# disk read without an appliance (virt-filesystems, virt-inspector, virt-ls, virt-cat,
+# guestfish), using only virtkit on generated data, in a temporary directory.
 #
 #   VIRTKIT=path/to/virtkit scripts/demo.sh   (default: target/release/virtkit)
 #
@@ -131,5 +132,42 @@ vk_expect 1 "the images differ, as expected" compare -f qcow2 -F raw base.qcow2 
 
 explain "info --output=json gives machine-readable output for scripts."
 vk info --output=json standalone.qcow2
+
+# Guest disks (LPIC-3 351.1/351.5: inspecting a guest's disk without booting it), on a small
+# Linux-like tree made with mkfs.ext4 -d in an MBR partition, read as qcow2.
+# vg TOOL ARGS...: show and run "virtkit guest TOOL ARGS" (the virt-TOOL link does the same).
+vg() {
+  local rc=0
+  printf '%s$ virtkit guest %s%s\n' "$dim" "$*" "$off"
+  "$VIRTKIT" guest "$@" || rc=$?
+  if [ "$rc" -ne 0 ]; then
+    echo "demo: 'virtkit guest $*' failed with exit status $rc" >&2
+    exit "$rc"
+  fi
+}
+if command -v mkfs.ext4 >/dev/null && command -v sfdisk >/dev/null; then
+  mkdir -p tree/etc tree/bin tree/var/log
+  printf 'PRETTY_NAME="Demo Linux 1.0"\nNAME="Demo"\nID=debian\nVERSION_ID="12"\n' >tree/etc/os-release
+  printf 'demo-guest\n' >tree/etc/hostname
+  printf 'LABEL=demoroot / ext4 defaults 0 1\n' >tree/etc/fstab
+  cp "$(command -v ls)" tree/bin/ls
+  printf 'boot ok\n' >tree/var/log/boot.log
+  mkfs.ext4 -q -F -L demoroot -d tree root.ext4 16M >/dev/null
+  truncate -s 20M guest.raw
+  printf 'label: dos\nstart=2048, type=83\n' | sfdisk -q guest.raw >/dev/null
+  dd if=root.ext4 of=guest.raw bs=1M seek=1 conv=notrunc status=none
+  "$VIRTKIT" img convert -f raw -O qcow2 guest.raw guest.qcow2
+
+  explain "virt-filesystems lists partitions and filesystems with their types, labels and sizes, read in-process (no appliance VM)."
+  vg filesystems -a guest.qcow2 --all --long -h
+  explain "virt-inspector finds the root filesystem and reports distro, version, architecture and hostname as XML."
+  vg inspector -a guest.qcow2 --no-applications
+  explain "virt-ls and virt-cat mount the guest as its fstab says (LABEL=demoroot) and read files."
+  vg ls -a guest.qcow2 -l /etc
+  vg cat -a guest.qcow2 /var/log/boot.log
+  explain "guestfish --ro runs a script of read commands against the same disk."
+  printf '%s$ printf "run\\nlist-filesystems\\nmount-ro /dev/sda1 /\\nis-file /etc/hostname\\n" | virtkit guest guestfish --ro -a guest.qcow2%s\n' "$dim" "$off"
+  printf 'run\nlist-filesystems\nmount-ro /dev/sda1 /\nis-file /etc/hostname\n' | "$VIRTKIT" guest guestfish --ro -a guest.qcow2
+fi
 
 printf '\n%sDemo complete: %d steps.%s\n' "$bold" "$step" "$off"

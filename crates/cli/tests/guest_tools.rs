@@ -222,6 +222,39 @@ fn virt_ls_plain_and_recursive_match_the_source() {
         .unwrap();
     assert!(q.status.success(), "{}", String::from_utf8_lossy(&q.stderr));
     assert_eq!(String::from_utf8_lossy(&q.stdout), "conf.d\nhostname\n");
+    // And through the VMware formats qemu-img writes (sparse and streamOptimized), with
+    // --format given and probed: every path, and a large file byte for byte.
+    let d = tmp();
+    for (sub, fmt) in [
+        ("monolithicSparse", "--format=vmdk"),
+        ("streamOptimized", "--format"),
+    ] {
+        let v = d.path().join(format!("{sub}.vmdk"));
+        qemu_img(&[
+            "convert",
+            "-f",
+            "raw",
+            "-O",
+            "vmdk",
+            "-o",
+            &format!("subformat={sub}"),
+            s(&f.disk),
+            s(&v),
+        ])
+        .assert_ok();
+        let r = tool("virt-ls", &[fmt, "-a", s(&v), "-m", "/dev/sda1", "-R", "/"]).ok();
+        let got: Vec<String> = r.text().lines().map(String::from).collect();
+        assert_eq!(got, want, "{sub}");
+        let r = tool(
+            "virt-cat",
+            &["-a", s(&v), "-m", "/dev/sda1", "/data/big.bin"],
+        )
+        .ok();
+        assert!(
+            r.stdout == std::fs::read(f.src.join("data/big.bin")).unwrap(),
+            "{sub}"
+        );
+    }
 }
 
 #[test]

@@ -37,6 +37,17 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    // The NTFS reader contains panics of the ntfs crate on malformed records (they become
+    // "corrupt" errors); keep the default hook's message out of the user's way for those.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let from_ntfs_crate = info
+            .location()
+            .is_some_and(|l| l.file().contains("/ntfs-0."));
+        if !from_ntfs_crate {
+            default_hook(info);
+        }
+    }));
     let args: Vec<String> = std::env::args().collect();
     let argv0 = args
         .first()

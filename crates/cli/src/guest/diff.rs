@@ -40,17 +40,11 @@ For more information, see the manpage virt-diff(1).
 
 #[derive(Default)]
 struct Flags {
-    atime: bool,
-    csv: bool,
     dir_links: bool,
     dir_times: bool,
-    human: bool,
-    extra: bool,
-    times: bool,
-    time_mode: u8,
-    uids: bool,
     xattrs: bool,
-    checksum: Option<String>,
+    /// --atime lives in `c.atime`.
+    c: Columns,
 }
 
 struct File {
@@ -109,29 +103,16 @@ pub fn run(prog: &str, args: &[String]) -> Result<i32, String> {
                 return Err(format!("{prog}: error: -D: libvirt domains are not supported yet (the VM manager is not written); use -A DISK"))
             }
             Opt::Long("all", _) => {
-                f.extra = true;
-                f.times = true;
-                f.uids = true;
+                f.c.extra = true;
+                f.c.times = true;
+                f.c.uids = true;
                 f.xattrs = true;
             }
-            Opt::Long("atime", _) => f.atime = true,
-            Opt::Long("csv", _) => f.csv = true,
+            Opt::Long("atime", _) => f.c.atime = true,
             Opt::Long("dir-link" | "dir-links" | "dir-nlink" | "dir-nlinks", _) => f.dir_links = true,
             Opt::Long("dir-time" | "dir-times", _) => f.dir_times = true,
-            Opt::Long("extra-stat" | "extra-stats", _) => f.extra = true,
-            Opt::Short('h', _) | Opt::Long("human-readable", _) => f.human = true,
-            Opt::Long("time" | "times", _) => f.times = true,
-            Opt::Long("time-t", _) => (f.times, f.time_mode) = (true, 1),
-            Opt::Long("time-relative", _) => (f.times, f.time_mode) = (true, 2),
-            Opt::Long("time-days", _) => (f.times, f.time_mode) = (true, 3),
-            Opt::Long("uid" | "uids", _) => f.uids = true,
             Opt::Long("xattr" | "xattrs", _) => f.xattrs = true,
-            Opt::Long("checksum" | "checksums", v) => {
-                f.checksum = Some(match v.as_deref() {
-                    None | Some("") => "md5".to_string(),
-                    Some(s) => s.to_string(),
-                })
-            }
+            o if f.c.take(o) => {}
             _ => return Ok(false),
         }
         Ok(true)
@@ -154,12 +135,12 @@ pub fn run(prog: &str, args: &[String]) -> Result<i32, String> {
             "{prog}: error: you must specify some -a or -d options, and some -A or -D options.\nTry ‘{prog} --help’ for more information."
         ));
     }
-    if f.human && f.csv {
+    if f.c.human && f.c.csv {
         return Err(format!(
             "{prog}: you cannot use -h and --csv options together."
         ));
     }
-    if let Some(k) = &f.checksum {
+    if let Some(k) = &f.c.checksum {
         super::cat::checksum_kind(k).map_err(|e| format!("libguestfs: error: checksum: {e}"))?;
     }
     let g1 = c1.launch()?;
@@ -209,7 +190,7 @@ fn tree(m: &Mounts, f: &Flags) -> Result<Vec<File>, String> {
     let root = m.resolve("/", false).map_err(|e| api_err("lstatns", &e))?;
     let mut add = |path: &str, st: &Stat, n: Node| -> virtkit_guest::Result<()> {
         let mut st = st.clone();
-        if !f.atime {
+        if !f.c.atime {
             st.atime = Default::default();
         }
         if st.kind == FileType::Directory {
@@ -222,7 +203,7 @@ fn tree(m: &Mounts, f: &Flags) -> Result<Vec<File>, String> {
                 st.ctime = Default::default();
             }
         }
-        let csum = match (&f.checksum, st.kind) {
+        let csum = match (&f.c.checksum, st.kind) {
             (Some(k), FileType::Regular) => Some(checksum_node(m, n, k)?),
             _ => None,
         };
@@ -265,7 +246,7 @@ fn changed(
                 || a.st.size != b.st.size));
     if content {
         line(out, f, now, "=", m1, a)?;
-        if !f.csv && a.st.kind == FileType::Regular && b.st.kind == FileType::Regular {
+        if !f.c.csv && a.st.kind == FileType::Regular && b.st.kind == FileType::Regular {
             out.flush().map_err(|e| e.to_string())?;
             unified_diff(out, m1, a, m2, b)?;
         }
@@ -296,7 +277,7 @@ fn changed(
         if a.xattrs != b.xattrs {
             names.push("xattrs".into());
         }
-        let sep = if f.csv { "," } else { " " };
+        let sep = if f.c.csv { "," } else { " " };
         writeln!(out, "{}", names.join(sep)).map_err(|e| e.to_string())?;
     }
     Ok(())
@@ -353,21 +334,12 @@ fn line(
     file: &File,
 ) -> Result<(), String> {
     let st = &file.st;
-    let cols = Columns {
-        csv: f.csv,
-        human: f.human,
-        uids: f.uids,
-        times: f.times,
-        atime: f.atime,
-        time_mode: f.time_mode,
-        extra: f.extra,
-    };
     let mut v = vec![tag.to_string()];
-    v.extend(stat_columns(st, &cols, now));
+    v.extend(stat_columns(st, &f.c, now));
     if let Some(c) = &file.csum {
         v.push(c.clone());
     }
-    v.push(if f.csv {
+    v.push(if f.c.csv {
         csv_field(&file.path)
     } else {
         file.path.clone()
@@ -375,7 +347,7 @@ fn line(
     if st.kind == FileType::Symlink {
         if let Ok(l) = m.fs(file.node).readlink(file.node.ino) {
             let l = String::from_utf8_lossy(&l).into_owned();
-            v.push(if f.csv {
+            v.push(if f.c.csv {
                 csv_field(&l)
             } else {
                 format!("-> {l}")
@@ -384,11 +356,11 @@ fn line(
     }
     if f.xattrs {
         for (k, val) in &file.xattrs {
-            v.push(binary(k, f.csv));
-            v.push(binary(val, f.csv));
+            v.push(binary(k, f.c.csv));
+            v.push(binary(val, f.c.csv));
         }
     }
-    let sep = if f.csv { "," } else { " " };
+    let sep = if f.c.csv { "," } else { " " };
     writeln!(out, "{}", v.join(sep)).map_err(|e| e.to_string())
 }
 

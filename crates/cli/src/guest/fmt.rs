@@ -1,6 +1,7 @@
 //! Output helpers shared by the libguestfs-style tools: gnulib's human_readable as the tools
 //! call it, their CSV quoting, `ls -la` as the appliance prints it, and `find`'s order.
 
+use crate::getopt::Opt;
 use std::fmt::Write as _;
 use virtkit_guest::fs::{FileType, Stat};
 use virtkit_guest::mounts::{Mounts, Node};
@@ -226,7 +227,8 @@ pub fn find(m: &Mounts, dir: &str) -> Result<Vec<String>> {
     Ok(v)
 }
 
-/// Which stat columns a virt-ls -lR or virt-diff line carries.
+/// Which columns a virt-ls -lR or virt-diff line carries (the options both tools share).
+#[derive(Default)]
 pub struct Columns {
     pub csv: bool,
     pub human: bool,
@@ -237,6 +239,32 @@ pub struct Columns {
     /// 0: dates, 1: --time-t, 2: --time-relative, 3: --time-days
     pub time_mode: u8,
     pub extra: bool,
+    /// --checksum[=TYPE]: the digest of regular files.
+    pub checksum: Option<String>,
+}
+
+impl Columns {
+    /// Takes one of the options virt-ls and virt-diff share; false for any other.
+    pub fn take(&mut self, o: &Opt) -> bool {
+        match o {
+            Opt::Short('h', _) | Opt::Long("human-readable", _) => self.human = true,
+            Opt::Long("csv", _) => self.csv = true,
+            Opt::Long("uid" | "uids", _) => self.uids = true,
+            Opt::Long("time" | "times", _) => self.times = true,
+            Opt::Long("time-t", _) => (self.times, self.time_mode) = (true, 1),
+            Opt::Long("time-relative", _) => (self.times, self.time_mode) = (true, 2),
+            Opt::Long("time-days", _) => (self.times, self.time_mode) = (true, 3),
+            Opt::Long("extra-stat" | "extra-stats", _) => self.extra = true,
+            Opt::Long("checksum" | "checksums", v) => {
+                self.checksum = Some(match v.as_deref() {
+                    None | Some("") => "md5".to_string(),
+                    Some(s) => s.to_string(),
+                })
+            }
+            _ => return false,
+        }
+        true
+    }
 }
 
 /// The leading columns of a virt-ls -lR / virt-diff line, padded as the C tools' output_*

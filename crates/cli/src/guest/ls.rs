@@ -29,14 +29,7 @@ const LONG: &[(&str, bool)] = &[
 struct Flags {
     long: bool,
     recursive: bool,
-    human: bool,
-    csv: bool,
-    uids: bool,
-    times: bool,
-    /// 0: dates, 1: --time-t, 2: --time-relative, 3: --time-days
-    time_mode: u8,
-    extra: bool,
-    checksum: Option<String>,
+    c: Columns,
 }
 
 const USAGE: &str = "virt-ls: list files in a virtual machine
@@ -74,25 +67,18 @@ pub fn run(prog: &str, args: &[String]) -> Result<i32, String> {
         long,
     };
     let mut c = Common::default();
-    let mut f = Flags::default();
+    let mut f = Flags {
+        c: Columns {
+            atime: true,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
     let Some(rest) = parse(prog, &spec, args, &mut c, USAGE, &mut |o| {
         match o {
             Opt::Short('l', _) | Opt::Long("long", _) => f.long = true,
             Opt::Short('R', _) | Opt::Long("recursive", _) => f.recursive = true,
-            Opt::Short('h', _) | Opt::Long("human-readable", _) => f.human = true,
-            Opt::Long("csv", _) => f.csv = true,
-            Opt::Long("uid" | "uids", _) => f.uids = true,
-            Opt::Long("time" | "times", _) => f.times = true,
-            Opt::Long("time-t", _) => (f.times, f.time_mode) = (true, 1),
-            Opt::Long("time-relative", _) => (f.times, f.time_mode) = (true, 2),
-            Opt::Long("time-days", _) => (f.times, f.time_mode) = (true, 3),
-            Opt::Long("extra-stat" | "extra-stats", _) => f.extra = true,
-            Opt::Long("checksum" | "checksums", v) => {
-                f.checksum = Some(match v.as_deref() {
-                    None | Some("") => "md5".to_string(),
-                    Some(s) => s.to_string(),
-                })
-            }
+            o if f.c.take(o) => {}
             _ => return Ok(false),
         }
         Ok(true)
@@ -109,10 +95,11 @@ pub fn run(prog: &str, args: &[String]) -> Result<i32, String> {
         }
     }
     let lr = f.long && f.recursive;
-    if !lr && (f.csv || f.human || f.uids || f.times || f.extra || f.checksum.is_some()) {
+    if !lr && (f.c.csv || f.c.human || f.c.uids || f.c.times || f.c.extra || f.c.checksum.is_some())
+    {
         return Err(format!("{prog}: used a flag which can only be combined with -lR mode\nFor more information, read the virt-ls(1) man page."));
     }
-    if f.human && f.csv {
+    if f.c.human && f.c.csv {
         return Err(format!(
             "{prog}: you cannot use -h and --csv options together."
         ));
@@ -121,7 +108,7 @@ pub fn run(prog: &str, args: &[String]) -> Result<i32, String> {
         return Err(format!("Try ‘{prog} --help’ for more information."));
     }
     c.need_drives(prog)?;
-    if let Some(k) = &f.checksum {
+    if let Some(k) = &f.c.checksum {
         super::cat::checksum_kind(k).map_err(|e| format!("libguestfs: error: checksum: {e}"))?;
     }
     let g = c.launch()?;
@@ -190,26 +177,17 @@ fn line(
     now: i64,
     out: &mut dyn Write,
 ) -> Result<(), String> {
-    let sep = if f.csv { "," } else { " " };
-    let cols = Columns {
-        csv: f.csv,
-        human: f.human,
-        uids: f.uids,
-        times: f.times,
-        atime: true,
-        time_mode: f.time_mode,
-        extra: f.extra,
-    };
-    let mut fields = stat_columns(st, &cols, now);
-    if let Some(kind) = &f.checksum {
+    let sep = if f.c.csv { "," } else { " " };
+    let mut fields = stat_columns(st, &f.c, now);
+    if let Some(kind) = &f.c.checksum {
         if st.kind == FileType::Regular {
             fields
                 .push(super::cat::checksum_node(m, n, kind).map_err(|e| api_err("checksum", &e))?);
-        } else if f.csv {
+        } else if f.c.csv {
             fields.push(String::new());
         }
     }
-    let quote = |s: &str| if f.csv { csv_field(s) } else { s.to_string() };
+    let quote = |s: &str| if f.c.csv { csv_field(s) } else { s.to_string() };
     fields.push(quote(path));
     if st.kind == FileType::Symlink {
         let l = m
@@ -217,7 +195,7 @@ fn line(
             .readlink(n.ino)
             .map_err(|e| api_err("readlink", &e))?;
         let l = String::from_utf8_lossy(&l);
-        fields.push(if f.csv {
+        fields.push(if f.c.csv {
             csv_field(&l)
         } else {
             format!("-> {l}")

@@ -1,6 +1,7 @@
 //! virtkit: one binary, many personalities. Invoked as `virtkit SUBCOMMAND ...` or through a
 //! link named like a classic tool (`qemu-img`), it speaks that tool's command line.
 
+mod ctr;
 mod getopt;
 mod guest;
 mod img;
@@ -20,6 +21,9 @@ Commands:
             rebase; plus ova-import and ova-export)
   guest     guest disks without an appliance (libguestfs tools: ls, cat, copy-out,
             tar-out, filesystems, df, inspector, diff, guestfish), read-only
+  ctr       OCI containers (runc compatible: create, start, run, exec, state, list,
+            kill, delete, ps, pause, resume, events, update, spec, features; plus
+            import of OCI layout / docker-archive images into bundles)
   help      this text
   version   print the version
 
@@ -28,6 +32,7 @@ command line, output and exit codes:
   qemu-img  (same as `virtkit img`)
   virt-ls, virt-cat, virt-copy-out, virt-tar-out, virt-filesystems, virt-df,
   virt-inspector, virt-diff, guestfish  (same as `virtkit guest ls`, ...)
+  runc      (same as `virtkit ctr`; containerd and podman can use it as their runtime)
 ";
 
 fn main() -> ExitCode {
@@ -60,10 +65,12 @@ fn main() -> ExitCode {
         .unwrap_or_default();
     let code = match argv0.as_str() {
         "qemu-img" => img::main("qemu-img", &args[1..]),
+        "runc" => ctr::main("runc", &args[1..]),
         t if guest::TOOLS.contains(&t) => guest::main(t, &args[1..]),
         _ => match args.get(1).map(String::as_str) {
             Some("img") => img::main("virtkit", &args[2..]),
             Some("guest") => guest::main_native(&args[2..]),
+            Some("ctr") => ctr::main("virtkit ctr", &args[2..]),
             Some("version" | "--version" | "-V") => {
                 println!("virtkit {}", env!("CARGO_PKG_VERSION"));
                 0

@@ -16,6 +16,12 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{path}: {msg}")]
+    Config { path: PathBuf, msg: String },
+    #[error("container does not exist")]
+    NotExist(String),
+    #[error("container with id exists: {0}")]
+    Exists(String),
     #[error("{0}")]
     Other(String),
 }

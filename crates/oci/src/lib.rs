@@ -5,8 +5,20 @@
 //! prints; everything here returns typed errors and never prints or exits.
 
 pub mod cgroups;
+pub mod console;
+pub mod container;
 pub mod error;
+pub mod exe;
+pub mod hooks;
 pub mod image;
+pub mod init;
+pub mod process;
+pub mod rootfs;
 pub mod seccomp;
+pub mod spec;
+pub mod state;
+pub mod sync;
+pub mod sys;
 
+pub use container::{CreateOptions, ExecOptions, Runtime};
 pub use error::{Error, Result};

@@ -288,6 +288,7 @@ impl Manager {
             layout: self.layout,
             v1: list,
             v2: v2.as_ref().map(|d| d as &dyn CgroupDir),
+            v2_mount: self.v2.as_ref().map(|v| v.mountpoint.as_path()),
             rootless: self.rootless,
         };
         f(&t)

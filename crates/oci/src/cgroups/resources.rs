@@ -18,6 +18,9 @@ pub struct Target<'a> {
     /// (v1 controller name, the container's cgroup in that controller's hierarchy).
     pub v1: Vec<(&'a str, &'a dyn CgroupDir)>,
     pub v2: Option<&'a dyn CgroupDir>,
+    /// The v2 hierarchy's mount point, for messages ("v2 at /sys/fs/cgroup/unified
+    /// delegates only: hugetlb"); the v2 directory itself when None.
+    pub v2_mount: Option<&'a std::path::Path>,
     /// Rootless: device rules that cannot be written are skipped, as runc does.
     pub rootless: bool,
 }
@@ -75,10 +78,11 @@ impl<'a> Target<'a> {
         } else {
             v2ctrls.join(" ")
         };
-        let v2where = self
-            .v2
-            .map(|d| d.path().display().to_string())
-            .unwrap_or_default();
+        let v2where = match (self.v2_mount, self.v2) {
+            (Some(m), _) => m.display().to_string(),
+            (None, Some(d)) => d.path().display().to_string(),
+            (None, None) => String::new(),
+        };
         let detail = match (self.layout, self.v2) {
             (Layout::V1, _) | (_, None) => "no cgroup v1 hierarchy has it mounted".to_string(),
             (Layout::Hybrid, Some(_)) if v2name.is_none() => {
@@ -426,8 +430,15 @@ pub fn set_resources(t: &Target, r: &LinuxResources) -> Result<Notes, CgroupErro
         for (k, v) in keys {
             if !d.exists(k) {
                 let ctrl = k.split('.').next().unwrap_or(k);
+                let v1name = if ctrl == "io" { "blkio" } else { ctrl };
                 let why = if ctrl == "cgroup" || v2ctrls.iter().any(|c| c == ctrl) {
                     "no such file".to_string()
+                } else if let Some(v1) = t.v1_dir(v1name) {
+                    format!(
+                        "controller {ctrl} is bound to cgroup v1 on this host ({}): set it \
+                         through its linux.resources field",
+                        v1.path().display()
+                    )
                 } else {
                     let e = t.not_available(ctrl, Some(ctrl), &v2ctrls);
                     e.to_string().trim_start_matches("cgroup: ").to_string()

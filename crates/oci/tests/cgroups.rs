@@ -1044,3 +1044,42 @@ fn v2_writes_through_real_files_in_a_temp_dir() {
     assert!(!tmp.path().join("nonesuch").exists());
     assert!(d.write("../escape", "1").is_err());
 }
+
+#[path = "../../../fuzz/harness_cgroups.rs"]
+mod harness_cgroups;
+
+/// The fuzz harness on stable: on the saved regression inputs (fuzz/regressions/<target>/)
+/// and on a few inputs written here, so that `cargo test` runs the harness' own checks.
+#[test]
+fn fuzz_harness_replays() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/regressions");
+    type Run = fn(&[u8]);
+    let targets: [(&str, Run); 2] = [
+        (
+            "oci_cgroup_resources",
+            harness_cgroups::oci_cgroup_resources,
+        ),
+        ("oci_cgroup_files", harness_cgroups::oci_cgroup_files),
+    ];
+    for (t, run) in targets {
+        if let Ok(rd) = std::fs::read_dir(root.join(t)) {
+            for e in rd.flatten() {
+                run(&std::fs::read(e.path()).unwrap());
+            }
+        }
+    }
+    harness_cgroups::oci_cgroup_resources(
+        br#"{"devices":[{"allow":false,"access":"rwm"},{"allow":true,"type":"c","major":1,"minor":3,"access":"rw"},
+            {"allow":true,"type":"b","access":"m"},{"allow":false,"type":"c","major":1,"minor":3,"access":"w"}],
+            "memory":{"limit":1048576,"swap":2097152},"cpu":{"shares":2,"cpus":"0"},
+            "hugepageLimits":[{"pageSize":"2MB","limit":1}],"unified":{"memory.high":"1"}}"#,
+    );
+    harness_cgroups::oci_cgroup_resources(
+        br#"{"devices":[{"allow":true,"access":"rwm"},{"allow":false,"type":"c","major":4294967295,"access":"m"}]}"#,
+    );
+    harness_cgroups::oci_cgroup_files(
+        b"31 30 0:27 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n1:cpu:/x/../../y\n0::/\n",
+    );
+    harness_cgroups::oci_cgroup_files(b"system.slice:p:n");
+    harness_cgroups::oci_cgroup_files(b"0-65535,7\nfrozen 1\n");
+}

@@ -103,6 +103,15 @@ impl<'a> Target<'a> {
     }
 }
 
+/// `linux.resources` from JSON (config.json's object, or `runc update -r` resources.json).
+pub fn from_json(bytes: &[u8]) -> Result<LinuxResources, CgroupError> {
+    serde_json::from_slice(bytes).map_err(|e| CgroupError::BadValue {
+        key: "linux.resources".into(),
+        value: "(JSON)".into(),
+        reason: e.to_string(),
+    })
+}
+
 /// Checks every value that can be checked without the host: ranges, device rules, page size
 /// names, unified keys. Returns notes on what will be ignored.
 pub fn validate(r: &LinuxResources) -> Result<Notes, CgroupError> {

@@ -1083,3 +1083,70 @@ fn fuzz_harness_replays() {
     harness_cgroups::oci_cgroup_files(b"system.slice:p:n");
     harness_cgroups::oci_cgroup_files(b"0-65535,7\nfrozen 1\n");
 }
+
+/// Rootless without a cgroupsPath: a hierarchy where the cgroup cannot be created (here a
+/// read-only mount standing in for an undelegated v1 hierarchy) is skipped, as runc does;
+/// limits for it are then an error naming the directory; with a cgroupsPath, or as root, the
+/// same failure is an error.
+#[test]
+fn rootless_tolerates_cgroups_it_cannot_create() {
+    need_root!();
+    let tmp = tempfile::tempdir().unwrap();
+    let mnt = tmp.path().join("memory");
+    std::fs::create_dir(&mnt).unwrap();
+    let c = |s: &str| std::ffi::CString::new(s).unwrap();
+    let target = c(mnt.to_str().unwrap());
+    // SAFETY: valid NUL-terminated strings for the duration of the call.
+    let rc = unsafe {
+        libc::mount(
+            c("tmpfs").as_ptr(),
+            target.as_ptr(),
+            c("tmpfs").as_ptr(),
+            libc::MS_RDONLY,
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "mount: {}", std::io::Error::last_os_error());
+    struct Umount(std::ffi::CString);
+    impl Drop for Umount {
+        fn drop(&mut self) {
+            // SAFETY: a valid NUL-terminated path.
+            unsafe { libc::umount2(self.0.as_ptr(), libc::MNT_DETACH) };
+        }
+    }
+    let _u = Umount(target.clone());
+    let h = Hierarchies {
+        v1: vec![Mount {
+            mountpoint: mnt.clone(),
+            root: "/".into(),
+            v2: false,
+            controllers: vec!["memory".into()],
+        }],
+        v2: None,
+        own: Vec::new(),
+    };
+    let me = std::process::id() as i32;
+    let rootless =
+        Manager::with_hierarchies(&h, Inner::Relative("ctr".into()), "ctr", false, true).unwrap();
+    rootless
+        .apply(me, None)
+        .expect("rootless, no path: tolerated");
+    assert_eq!(rootless.oom_kill_count().unwrap(), 0);
+    let e = rootless
+        .apply(
+            me,
+            Some(&res(serde_json::json!({"memory": {"limit": 1 << 20}}))),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(e, CgroupError::NotJoined { .. }) && e.to_string().contains("memory"),
+        "{e}"
+    );
+    rootless.destroy().expect("nothing to remove");
+    for (explicit, rl) in [(true, true), (false, false)] {
+        let m = Manager::with_hierarchies(&h, Inner::Absolute("ctr".into()), "ctr", explicit, rl)
+            .unwrap();
+        let e = m.apply(me, None).unwrap_err();
+        assert!(e.to_string().contains("Read-only file system"), "{e}");
+    }
+}

@@ -202,7 +202,14 @@ impl Manager {
             Ok(dir)
         };
         let mut v1 = Vec::new();
-        for m in &h.v1 {
+        // Named hierarchies other than name=systemd belong to whoever made them (runc joins
+        // only that one too).
+        let joined = h.v1.iter().filter(|m| {
+            m.controllers
+                .iter()
+                .any(|c| !c.starts_with("name=") || c == "name=systemd")
+        });
+        for m in joined {
             v1.push(V1Dir {
                 controllers: m.controllers.clone(),
                 mountpoint: m.mountpoint.clone(),

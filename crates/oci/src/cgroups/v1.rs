@@ -166,10 +166,14 @@ pub fn set_cpu(dir: &dyn CgroupDir, c: &LinuxCpu) -> Result<(), CgroupError> {
             files::write(dir, "cpu.cfs_period_us", &p.to_string())?;
         }
     }
-    if let Some(b) = c.burst() {
+    // A 0 asks for the default: fine on kernels without the knob.
+    if let Some(b) = c
+        .burst()
+        .filter(|b| *b != 0 || dir.exists("cpu.cfs_burst_us"))
+    {
         files::write(dir, "cpu.cfs_burst_us", &b.to_string())?;
     }
-    if let Some(i) = c.idle() {
+    if let Some(i) = c.idle().filter(|i| *i != 0 || dir.exists("cpu.idle")) {
         files::write(dir, "cpu.idle", &i.to_string())?;
     }
     set_rt(dir, c)

@@ -126,7 +126,8 @@ pub fn set_cpu(dir: &dyn CgroupDir, c: &LinuxCpu, notes: &mut Notes) -> Result<(
     if weight != 0 {
         files::write(dir, "cpu.weight", &weight.to_string())?;
     }
-    if let Some(i) = c.idle() {
+    // A 0 asks for the default: fine on kernels without the knob.
+    if let Some(i) = c.idle().filter(|i| *i != 0 || dir.exists("cpu.idle")) {
         files::write(dir, "cpu.idle", &i.to_string())?;
     }
     let quota = c.quota().unwrap_or(0);
@@ -148,7 +149,7 @@ pub fn set_cpu(dir: &dyn CgroupDir, c: &LinuxCpu, notes: &mut Notes) -> Result<(
         };
         files::write(dir, "cpu.max", &format!("{q} {period}"))?;
     }
-    if let Some(b) = c.burst() {
+    if let Some(b) = c.burst().filter(|b| *b != 0 || dir.exists("cpu.max.burst")) {
         files::write(dir, "cpu.max.burst", &b.to_string())?;
     }
     if c.realtime_period().is_some_and(|v| v != 0) || c.realtime_runtime().is_some_and(|v| v != 0) {

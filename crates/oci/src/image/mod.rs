@@ -199,6 +199,17 @@ pub fn import_with(
     opts: &ImportOptions,
     ov: &Overrides,
 ) -> Result<ImportReport, ImageError> {
+    import_with_limits(source, bundle, opts, ov, &UnpackLimits::default())
+}
+
+/// [`import_with`] with other bounds on what a layer may hold (smaller ones for fuzzing).
+pub fn import_with_limits(
+    source: &Path,
+    bundle: &Path,
+    opts: &ImportOptions,
+    ov: &Overrides,
+    limits: &UnpackLimits,
+) -> Result<ImportReport, ImageError> {
     if bundle.join("config.json").exists() {
         return Err(ImageError::Invalid(format!(
             "{}: already a bundle (config.json exists)",
@@ -268,7 +279,8 @@ pub fn import_with(
             plan.layers.len(),
             src.describe(&blob.name)
         );
-        let (meta, layer_notes) = unpack_blob(&src, blob, diff_id, &store, &lowers, &label)?;
+        let (meta, layer_notes) =
+            unpack_blob(&src, blob, diff_id, &store, &lowers, &label, limits)?;
         notes.extend(layer_notes);
         layers.push(LayerInfo {
             diff_id: diff_id.to_string(),
@@ -360,6 +372,7 @@ fn unpack_blob(
     store: &store::Store,
     lowers: &[PathBuf],
     label: &str,
+    limits: &UnpackLimits,
 ) -> Result<(store::LayerMeta, Vec<String>), ImageError> {
     let (r, size) = src.open_member(&blob.name)?;
     if let Some(s) = blob.size {
@@ -371,7 +384,7 @@ fn unpack_blob(
         }
     }
     let tmp = store.begin(diff_id)?;
-    let result = unpack_stream(r, &tmp.join("diff"), lowers, label).and_then(
+    let result = unpack_stream(r, &tmp.join("diff"), lowers, label, limits).and_then(
         |(unpacked, blob_digest, diff)| {
             // A corrupt blob is named as such first, whatever unpacking made of it.
             if let Some(want) = &blob.digest {
@@ -420,6 +433,7 @@ fn unpack_stream(
     dest: &Path,
     lowers: &[PathBuf],
     label: &str,
+    limits: &UnpackLimits,
 ) -> Result<
     (
         Result<UnpackStats, ImageError>,
@@ -449,7 +463,7 @@ fn unpack_stream(
             Box::new(&mut buffered)
         };
         let mut inner = HashingReader::new(decoder);
-        match unpack_layer(&mut inner, dest, lowers, &UnpackLimits::default(), label) {
+        match unpack_layer(&mut inner, dest, lowers, limits, label) {
             Ok(stats) => {
                 // The diff_id covers the whole uncompressed stream, padding after the tar too.
                 let before = inner.count();

@@ -110,8 +110,10 @@ pub struct Seekable {
 }
 
 impl Seekable {
-    pub fn new(file: File) -> io::Result<Seekable> {
+    /// Reads from the start of `file`.
+    pub fn new(mut file: File) -> io::Result<Seekable> {
         let len = file.metadata()?.len();
+        file.seek(SeekFrom::Start(0))?;
         Ok(Seekable { file, len })
     }
 }

@@ -6,9 +6,7 @@
 //! diff_ids anyway.
 
 use super::digest::Sha256Digest;
-use super::manifest::{
-    normalize_ref, parse_docker_manifest, parse_repositories, ref_matches, DockerManifest,
-};
+use super::manifest::{parse_docker_manifest, parse_repositories, ref_matches, DockerManifest};
 use super::source::{normalize_name, Source};
 use super::{BlobRef, ImageError, ImagePlan, MAX_JSON};
 
@@ -124,13 +122,7 @@ pub(crate) fn plan(src: &Source, reference: Option<&str>) -> Result<ImagePlan, I
             })
         }
     };
-    let image = match reference {
-        Some(r) if !r.starts_with("sha256:") && ref_matches(&name, r) => normalize_ref(&name)
-            .strip_prefix("docker.io/library/")
-            .map(str::to_string)
-            .unwrap_or(name),
-        _ => name,
-    };
+    let image = name;
     Ok(ImagePlan {
         image,
         config: BlobRef {

@@ -16,6 +16,8 @@ use std::path::Path;
 
 /// Symlinks followed for one lookup (the kernel's limit).
 const MAX_HOPS: usize = 40;
+/// Directory depth of a lookup (each level holds a descriptor per layer).
+const MAX_DEPTH: usize = 256;
 
 pub const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 
@@ -141,6 +143,9 @@ impl MergedView {
                     if pending.is_empty() {
                         let parent = stack.pop().unwrap_or(Level { dirs: Vec::new() });
                         return Ok(Some((parent, c, Child::Dir(l, st))));
+                    }
+                    if stack.len() > MAX_DEPTH {
+                        return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
                     }
                     stack.push(l);
                 }

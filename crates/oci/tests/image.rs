@@ -213,6 +213,10 @@ with open(f"{oci}/oci-layout", "w") as f:
     f.write('{"imageLayoutVersion": "1.0.0"}')
 run("tar", "-C", oci, "-cf", f"{out}/oci.tar", "oci-layout", "index.json", "blobs")
 
+# A layer listed twice (old docker images repeat the empty layer).
+docker_archive("dup", [(config([d1, d2, d1], {"Cmd": ["/bin/sh"]}),
+                        [f"{out}/layer1.tar", f"{out}/layer2.tar", f"{out}/layer1.tar"], ["dup:latest"])], None)
+
 # Many layers: the overlay option string no longer fits in a page.
 many = []
 for i in range(60):
@@ -1023,4 +1027,32 @@ fn many_layers_mount_past_the_option_page() {
     unmount_rootfs(&s.p("bundle")).unwrap();
     mount_rootfs(&s.p("bundle")).unwrap();
     assert!(s.p("bundle/rootfs/many/f59").exists());
+}
+
+#[test]
+fn layer_listed_twice_is_mounted_once_at_its_top_place() {
+    let fx = fixtures();
+    let s = Scratch::new("dup");
+    let r = import(&fx.path("dup.tar"), &s.p("bundle"), &s.opts("store", None)).unwrap();
+    assert_eq!(r.layers.len(), 3);
+    assert!(!r.layers[0].reused && !r.layers[1].reused && r.layers[2].reused);
+    let rec = image::rootfs::read_record(&s.p("bundle")).unwrap();
+    assert_eq!(
+        rec.lowerdirs,
+        vec![r.layers[0].dir.clone(), r.layers[1].dir.clone()]
+    );
+    assert_eq!(rec.layers.len(), 3);
+    // Layer 1 on top again: what layer 2 deleted is back, its opaque directory merges below.
+    let rootfs = s.p("bundle/rootfs");
+    assert_eq!(
+        fs::read_to_string(rootfs.join("var/old/file")).unwrap(),
+        "old\n"
+    );
+    assert!(rootfs.join("srv/gone/inner").exists());
+    let mut data: Vec<String> = fs::read_dir(rootfs.join("opt/data"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    data.sort();
+    assert_eq!(data, ["a", "b", "c"]);
 }

@@ -312,7 +312,14 @@ pub fn import_with_limits(
             rootfs_dir.display()
         )));
     }
-    let lowerdirs: Vec<PathBuf> = layers.iter().rev().map(|l| l.dir.clone()).collect();
+    // A layer listed twice (old images repeat the empty layer) is kept once, at its topmost
+    // place: the lower copy can only show what the upper one shows too.
+    let mut lowerdirs: Vec<PathBuf> = Vec::new();
+    for l in layers.iter().rev() {
+        if !lowerdirs.contains(&l.dir) {
+            lowerdirs.push(l.dir.clone());
+        }
+    }
     rootfs::prepare_dirs(&bundle, lowerdirs.first().map(PathBuf::as_path))?;
 
     let view = merged::MergedView::open(&lowerdirs).map_err(|e| ImageError::Io {

@@ -114,12 +114,12 @@ pub fn mount_rootfs(bundle: &Path) -> Result<(), ImageError> {
     if is_mounted(&target) {
         return Ok(());
     }
-    for (d, id) in rec.lowerdirs.iter().zip(rec.layers.iter().rev()) {
+    for d in &rec.lowerdirs {
         if !d.is_dir() {
             return Err(ImageError::Mount {
                 target,
                 msg: format!(
-                    "layer {id} is missing from the store ({} does not exist: pruned?)",
+                    "a layer is missing from the store ({} does not exist: pruned?)",
                     d.display()
                 ),
             });

@@ -625,3 +625,83 @@ pub fn guest_inspect(data: &[u8]) {
     let n = virtkit_guest::inspect::fuzz_parsers(&text);
     assert!(n <= data.len());
 }
+
+/// The image JSON parsers of virtkit-oci on the input: OCI image index, manifest and config
+/// (diff_ids validated), docker-archive manifest.json and repositories; what parses as a
+/// config is converted to a runtime spec. The input as text: passwd/group parsing, User
+/// resolution of each line against them, image references normalized and matched.
+pub fn oci_image_manifest(data: &[u8]) {
+    use virtkit_oci::image::{conversion, manifest, user};
+    let _ = manifest::parse_index(data);
+    let _ = manifest::parse_manifest(data);
+    let _ = manifest::parse_docker_manifest(data);
+    let _ = manifest::parse_repositories(data);
+    if let Ok((cfg, ids)) = manifest::parse_config(data) {
+        assert_eq!(ids.len(), cfg.rootfs().diff_ids().len());
+        let u = user::ResolvedUser {
+            uid: 1,
+            gid: 2,
+            additional_gids: vec![3],
+            home: None,
+        };
+        let (spec, _) = conversion::to_spec(
+            conversion::base_spec(),
+            &cfg,
+            &u,
+            &conversion::Overrides::default(),
+        );
+        serde_json::to_vec(&spec).expect("a converted spec serializes");
+    }
+    let text = String::from_utf8_lossy(data);
+    let p = user::parse_passwd(&text);
+    let g = user::parse_group(&text);
+    for line in text.lines().take(16) {
+        let _ = user::resolve(line, Some(&p), Some(&g));
+        let n = manifest::normalize_ref(line);
+        let _ = manifest::ref_matches(line, &n);
+    }
+}
+
+/// The layer unpacker on the input as a layer tar, into a private directory (removed
+/// afterwards), with small bounds; then the input as a whole image archive (docker-archive or
+/// OCI layout tar): indexing, manifest choice, blob verification, decompression (gzip, zstd),
+/// unpacking into a private store and config conversion, without mounting.
+pub fn oci_image_tar(data: &[u8]) {
+    use virtkit_oci::image;
+    let dir = private_path("oci-image");
+    let _ = std::fs::remove_dir_all(&dir);
+    if std::fs::create_dir_all(dir.join("layer")).is_err() {
+        return;
+    }
+    let _rm = RemoveDir(dir.clone());
+    let limits = image::UnpackLimits {
+        max_entries: 4096,
+        max_file_size: 1 << 20,
+        max_total_size: 16 << 20,
+        max_dir_bytes: 1 << 20,
+        ..Default::default()
+    };
+    let _ = image::unpack_layer(
+        &mut &data[..],
+        &dir.join("layer"),
+        &[] as &[PathBuf],
+        &limits,
+        "fuzz layer",
+    );
+    let input = dir.join("input.tar");
+    if std::fs::write(&input, data).is_err() {
+        return;
+    }
+    let opts = image::ImportOptions {
+        store: dir.join("store"),
+        reference: None,
+        mount: false,
+    };
+    let _ = image::import_with_limits(
+        &input,
+        &dir.join("bundle"),
+        &opts,
+        &image::Overrides::default(),
+        &limits,
+    );
+}

@@ -29,6 +29,7 @@ for t in containerd ctr containerd-shim-runc-v2 python3; do
 done
 
 T=$(mktemp -d /tmp/vk-ctrd.XXXXXX) # short: the socket path must fit in 108 bytes
+started=$(date +%s)
 SOCK=$T/containerd.sock
 NS=virtkit-test
 IMG=docker.io/virtkit/busybox:test
@@ -60,6 +61,9 @@ cleanup() {
   else
     rm -rf "$T"
   fi
+  # ctr puts tasks in cgroup /<namespace>/<id>: the runtime removes <id>, the parent stays.
+  find /sys/fs/cgroup -mindepth 2 -maxdepth 4 -depth -type d -name "$NS" -newermt "@$started" \
+    -exec rmdir {} \; 2>/dev/null
   # The shim socket directory containerd created, if it was not there before and is empty.
   if [ $had_run_containerd = 0 ]; then
     rmdir /run/containerd/s /run/containerd 2>/dev/null

@@ -10,7 +10,7 @@
 #   contest run --runtime RUNTIME --runtimetest runtimetest [-t GROUP...]
 # from a directory holding youki's bundle.tar.gz. Prints contest's per-test lines and ends with
 # "contest: P passed, F failed, S skipped" (over single tests). Full log and a summary:
-# $PEER_DIR/results/contest/<runtime path with _ for />/{log,summary}.
+# $PEER_DIR/results/contest/<runtime path with _ for />/{log,summary} (.some: some groups only).
 #
 #   YOUKI_SRC          git source of youki (default: the /work/.mirror copy, then GitHub)
 #   CONTEST_KIND       RUNTIME_KIND given to contest: "runc" (default) makes it expect runc's
@@ -18,7 +18,7 @@
 #   CONTEST_TOOLCHAIN  rustup toolchain for the build (default stable: youki pins one that
 #                      may not be installed, and rustup cannot download here)
 #   CONTEST_KEEP_TARGET=1  keep $PEER_DIR/youki-target (~2 GB) after the build
-#   CONTEST_GROUP_TIMEOUT  seconds per contest process, one group (default 600)
+#   CONTEST_GROUP_TIMEOUT  seconds per contest process, one group (default 300)
 #   CONTEST_BASELINE   results of an earlier run to compare with, by name (usr_sbin_runc) or dir
 # Exit status: 0 when nothing failed, 1 when a test failed, 2 when the suite could not run.
 set -euo pipefail
@@ -84,6 +84,8 @@ bundle=$src/tests/contest/contest/bundle-$arch.tar.gz
 cp "$bundle" "$work/bundle.tar.gz"
 
 out=$PEER_DIR/results/contest/$(conf_result_name "$rt")
+# A run of some groups only must not overwrite the results of a full run (a baseline).
+[ $# -eq 0 ] || out=$out.some
 rm -rf "$out"
 mkdir -p "$out"
 log=$out/log
@@ -116,7 +118,7 @@ EOF
 # test; a test that dies alone is reported failed with its panic message.
 contest_run() {
   local sel=$1 rc=0
-  (cd "$work" && timeout "${CONTEST_GROUP_TIMEOUT:-600}" "$bin/contest" run --runtime "$rt" \
+  (cd "$work" && timeout "${CONTEST_GROUP_TIMEOUT:-300}" "$bin/contest" run --runtime "$rt" \
     --runtimetest "$bin/runtimetest" -t "$sel") >"$out/one" 2>&1 </dev/null || rc=$?
   cat "$out/one" >>"$log"
   return $rc
@@ -128,7 +130,7 @@ panic_of() {
   m=$(awk '/panicked at/ { on = 1; next }
     on && /^(Stack backtrace|stack backtrace|note: )/ { exit }
     on && !/level=debug/ && NF { printf "%s%s", sep, $0; sep = " | " }' "$out/one" | cut -c1-300) || true
-  [ "$1" = 124 ] && m="timeout after ${CONTEST_GROUP_TIMEOUT:-600} s${m:+; $m}"
+  [ "$1" = 124 ] && m="timeout after ${CONTEST_GROUP_TIMEOUT:-300} s${m:+; $m}"
   echo "${m:-contest exited without results (exit $1)}"
 }
 
@@ -145,8 +147,16 @@ for g in "${groups[@]}"; do
   rc=0
   contest_run "$g" || rc=$?
   grep -q '^# Start group ' "$out/one" && continue
-  # The group died before reporting: once more, test by test.
+  # The group died before reporting: once more, test by test; not after a timeout, which
+  # would only repeat itself (its tests are reported failed together).
   names=$(tests_of "${g%%::*}")
+  if [ "$rc" = 124 ] && [[ $g != *::* ]] && [ -n "$names" ]; then
+    for t in $names; do
+      printf '# Start group %s\n1 / 1 : %s : not ok\n\tcontest died: %s\n# End group\n' \
+        "$g" "$t" "$(panic_of $rc)" >>"$log"
+    done
+    continue
+  fi
   if [[ $g == *::* ]] || [ -z "$names" ]; then
     printf '# Start group %s\n1 / 1 : %s : not ok\n\tcontest died: %s\n# End group\n' \
       "${g%%::*}" "${g#*::}" "$(panic_of $rc)" >>"$log"
@@ -161,6 +171,8 @@ for g in "${groups[@]}"; do
   done
 done
 rm -f "$out/one"
+# Container ids are uuids; some tests use /runtime-test and /test cgroup paths.
+conf_cgroup_cleanup "$start" '/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$|/(runtime-test|test)(/|$)'
 
 # Lines: "# Start group G", "i / n : name : ok|skipped|not ok", the reason indented below
 # (names may hold spaces: split on " : ").

@@ -89,3 +89,33 @@ conf_compare() {
       print "better than baseline:" (better == "" ? " none" : better)
     }' "$base/summary" "$summary"
 }
+
+# conf_cgroup_cleanup START REGEX: the suites leave cgroups behind when a test fails or dies
+# (and contest leaves the container's processes, when a test panics before its clean-up).
+# Remove what they made: cgroup directories created since START (epoch seconds) whose path
+# below the hierarchy's mount point matches REGEX (grep -E); their processes are killed first.
+# Directories that other things created earlier, or that do not match, are not touched; only
+# processes in another root than / (containers) are killed.
+conf_cgroup_cleanup() {
+  local start=$1 re=$2 dirs=() d rel p killed=0 removed=0
+  while read -r d; do
+    rel=${d#/sys/fs/cgroup/*/}
+    [[ /$rel =~ $re ]] && dirs+=("$d")
+  done < <(find /sys/fs/cgroup -mindepth 2 -depth -type d -newermt "@$start" 2>/dev/null)
+  [ ${#dirs[@]} -gt 0 ] || return 0
+  for d in "${dirs[@]}"; do
+    while read -r p; do
+      # Only container processes: they live in another root (after pivot_root), so a
+      # process of something else that happens to use such a cgroup name is spared.
+      [ -n "$p" ] && [ "$(readlink "/proc/$p/root" 2>/dev/null)" != / ] || continue
+      kill -9 "$p" 2>/dev/null && killed=$((killed + 1))
+    done <"$d/cgroup.procs" 2>/dev/null || true
+  done
+  [ $killed -eq 0 ] || sleep 0.5
+  for d in "${dirs[@]}"; do
+    rmdir "$d" 2>/dev/null && removed=$((removed + 1))
+  done
+  if [ $killed -gt 0 ] || [ $removed -gt 0 ]; then
+    conf_log "clean-up: killed $killed leftover container processes, removed $removed cgroup dirs"
+  fi
+}

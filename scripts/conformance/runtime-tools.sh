@@ -9,7 +9,8 @@
 # runtimetest from the current directory) and counts its TAP lines: one line per test
 # executable, then "runtime-tools: P passed, F failed, S skipped" over all TAP assertions
 # (what the suite's own `make localvalidation` counts). An executable that dies without a
-# complete plan counts one failure more. Full TAP output: $PEER_DIR/results/runtime-tools/<rt>/.
+# complete plan counts one failure more. Full TAP output: $PEER_DIR/results/runtime-tools/<rt>/
+# (<rt>: the runtime path with _ for /; <rt>.some for a run of some tests only).
 #
 #   TEST           names as in validation/ (e.g. default pidfile); default: all
 #   RT_TOOLS_SRC   git source of runtime-tools (default: the /work/.mirror copy, then GitHub)
@@ -162,6 +163,8 @@ fi
 [ ${#tests[@]} -gt 0 ] || conf_die "no validation executables in $src/validation"
 
 out=$PEER_DIR/results/runtime-tools/$(conf_result_name "$rt")
+# A run of some tests only must not overwrite the results of a full run (a baseline).
+[ $# -eq 0 ] || out=$out.some
 rm -rf "$out"
 mkdir -p "$out"
 timeout_s=${RT_TIMEOUT:-120}
@@ -207,6 +210,8 @@ for t in "${tests[@]}"; do
   # The failing assertions by name, so the cause is visible without opening the log.
   grep -E '^not ok [0-9]+' "$out/$name.tap" | head -5 | sed 's/^/       /' || true
 done
+# Its fixed cgroup names (cgroups/cgroups.go) and the uuids it names containers with.
+conf_cgroup_cleanup "$start" '/(cgrouptest|testdir)(/|$)|/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
 echo "executables: $files_ok without failures, $files_bad with; $(($(date +%s) - start)) s; TAP in $out"
 conf_compare "$out/summary" "${RT_BASELINE:-}" "$PEER_DIR/results/runtime-tools"
 echo "runtime-tools: $P passed, $F failed, $S skipped"

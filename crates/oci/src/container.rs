@@ -300,6 +300,9 @@ impl Runtime {
         })?;
         let linux = spec.linux().clone().unwrap_or_default();
         let prog = linux.seccomp().as_ref().map(seccomp::compile).transpose()?;
+        if let Some(r) = linux.resources() {
+            crate::cgroups::resources::validate(r)?;
+        }
         if process.terminal().unwrap_or(false) && o.console_socket.is_none() && !foreground {
             return Err(other(
                 "cannot allocate tty if runc will detach without setting console socket",
@@ -495,7 +498,19 @@ impl Runtime {
             let p = PathBuf::from(format!("/proc/{c1}/oom_score_adj"));
             std::fs::write(&p, adj.to_string()).map_err(|e| io_err(&p, e))?;
         }
-        cg.apply(c1, linux.resources().as_ref())?;
+        // runc's device rules: the config's, an allow for each configured device node,
+        // then the defaults every container gets (null, zero, tty, ptys...).
+        let devices = linux.devices().clone().unwrap_or_default();
+        let mut resources = linux.resources().clone().unwrap_or_default();
+        let mut rules = resources.devices().clone().unwrap_or_default();
+        rules.extend(
+            devices
+                .iter()
+                .map(oci_spec::runtime::LinuxDeviceCgroup::from),
+        );
+        resources.set_devices(Some(rules));
+        let resources = crate::cgroups::devices::with_runc_defaults(Some(&resources), &devices);
+        cg.apply(c1, Some(&resources))?;
         chan.send(&Msg::Go)
             .map_err(|e| other(format!("container init: {e}")))?;
         loop {

@@ -279,10 +279,16 @@ impl Runtime {
 
     /// `create`: the container's init, set up and waiting to be started. Returns its pid.
     pub fn create(&self, o: &CreateOptions) -> Result<i32> {
-        self.create_inner(o, false).map(|(pid, _)| pid)
+        self.create_inner(o, false).map(|(pid, _, _)| pid)
     }
 
-    fn create_inner(&self, o: &CreateOptions, foreground: bool) -> Result<(i32, Saved)> {
+    /// With `foreground` and a terminal but no console socket, the pty's master comes back
+    /// to us (runc's `run` without -d relays the terminal itself).
+    fn create_inner(
+        &self,
+        o: &CreateOptions,
+        foreground: bool,
+    ) -> Result<(i32, Saved, Option<OwnedFd>)> {
         let bundle = absolute(&o.bundle)?;
         let spec = spec::load(&bundle)?;
         let Some(process) = spec.process().clone() else {
@@ -333,7 +339,10 @@ impl Runtime {
                 return Err(e.into());
             }
         };
+        let own_tty =
+            foreground && process.terminal().unwrap_or(false) && o.console_socket.is_none();
         match self.spawn_init(
+            own_tty,
             o,
             &spec,
             &process,
@@ -344,7 +353,7 @@ impl Runtime {
             &dir,
             &cg,
         ) {
-            Ok((pid, saved)) => {
+            Ok((pid, saved, master)) => {
                 if let Some(pf) = &o.pid_file {
                     if let Err(e) = write_pid_file(pf, pid) {
                         let _ = sys::kill(pid, libc::SIGKILL);
@@ -352,7 +361,7 @@ impl Runtime {
                         return Err(e);
                     }
                 }
-                Ok((pid, saved))
+                Ok((pid, saved, master))
             }
             Err(e) => {
                 cleanup(dir, Some(&cg));
@@ -364,6 +373,7 @@ impl Runtime {
     #[allow(clippy::too_many_arguments)]
     fn spawn_init(
         &self,
+        own_tty: bool,
         o: &CreateOptions,
         spec: &Spec,
         process: &Process,
@@ -373,7 +383,7 @@ impl Runtime {
         plan: NsPlan,
         dir: &ContainerDir,
         cg: &Manager,
-    ) -> Result<(i32, Saved)> {
+    ) -> Result<(i32, Saved, Option<OwnedFd>)> {
         let fifo_path = dir.fifo();
         let c = sys::cstr(&fifo_path).map_err(|e| io_err(&fifo_path, e))?;
         // SAFETY: mkfifo with a valid path.
@@ -382,6 +392,12 @@ impl Runtime {
         }
         // Read-write: the open does not wait for a writer; the init reads `start`'s byte.
         let fifo = sys::open(&fifo_path, libc::O_RDWR, 0).map_err(|e| io_err(&fifo_path, e))?;
+        let (tty_ours, tty_theirs) = if own_tty {
+            let (a, b) = console_pair()?;
+            (Some(a), Some(b))
+        } else {
+            (None, None)
+        };
         let console = o
             .console_socket
             .as_deref()
@@ -393,7 +409,8 @@ impl Runtime {
                     ))
                 })
             })
-            .transpose()?;
+            .transpose()?
+            .or(tty_theirs);
         let hooks = spec.hooks().clone().unwrap_or_default();
         let runtime_hooks = hooks.prestart().as_ref().is_some_and(|h| !h.is_empty())
             || hooks
@@ -466,7 +483,11 @@ impl Runtime {
             started: false,
         };
         dir.save(&saved)?;
-        Ok((c2, saved))
+        let master = match tty_ours {
+            Some(sock) => Some(recv_master(&sock)?),
+            None => None,
+        };
+        Ok((c2, saved, master))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -587,8 +608,15 @@ impl Runtime {
 
     /// `run`: create, start, and (unless detached) wait for the init and delete the
     /// container; returns the exit code to exit with.
-    pub fn run(&self, o: &CreateOptions, detach: bool) -> Result<i32> {
-        let (pid, _) = self.create_inner(o, !detach)?;
+    /// `tty` relays a terminal the runtime allocated itself (process.terminal without a
+    /// console socket); it returns when the container side of the terminal closes.
+    pub fn run(
+        &self,
+        o: &CreateOptions,
+        detach: bool,
+        tty: Option<&mut dyn FnMut(OwnedFd)>,
+    ) -> Result<i32> {
+        let (pid, _, master) = self.create_inner(o, !detach && tty.is_some())?;
         if let Err(e) = self.start(&o.id) {
             let _ = self.delete(&o.id, true);
             return Err(e);
@@ -597,6 +625,9 @@ impl Runtime {
             return Ok(0);
         }
         forward_signals(pid);
+        if let (Some(m), Some(relay)) = (master, tty) {
+            relay(m);
+        }
         let code = match sys::waitpid(pid, 0) {
             Ok((_, st)) => sys::exit_code(st),
             Err(e) => return Err(other(format!("waiting for the container: {e}"))),
@@ -744,7 +775,12 @@ impl Runtime {
     }
 
     /// `exec`: a new process in a running container. Returns its exit code (0 when detached).
-    pub fn exec(&self, id: &str, o: &ExecOptions) -> Result<i32> {
+    pub fn exec(
+        &self,
+        id: &str,
+        o: &ExecOptions,
+        tty: Option<&mut dyn FnMut(OwnedFd)>,
+    ) -> Result<i32> {
         let (dir, saved) = self.open(id)?;
         match saved.status(&dir.path) {
             Status::Running | Status::Created => {}
@@ -753,9 +789,21 @@ impl Runtime {
         }
         let spec = &saved.config;
         let p = &o.process;
-        if p.terminal().unwrap_or(false) && o.console_socket.is_none() {
-            return Err(other("cannot allocate tty without --console-socket"));
+        let own_tty = p.terminal().unwrap_or(false)
+            && o.console_socket.is_none()
+            && !o.detach
+            && tty.is_some();
+        if p.terminal().unwrap_or(false) && o.console_socket.is_none() && !own_tty {
+            return Err(other(
+                "cannot allocate tty if runc will detach without setting console socket",
+            ));
         }
+        let (tty_ours, tty_theirs) = if own_tty {
+            let (a, b) = console_pair()?;
+            (Some(a), Some(b))
+        } else {
+            (None, None)
+        };
         let prog = spec
             .linux()
             .as_ref()
@@ -792,7 +840,8 @@ impl Runtime {
                     ))
                 })
             })
-            .transpose()?;
+            .transpose()?
+            .or(tty_theirs);
         let launch = Launch {
             id,
             spec,
@@ -860,6 +909,9 @@ impl Runtime {
             return Ok(0);
         }
         forward_signals(c2);
+        if let (Some(sock), Some(relay)) = (tty_ours, tty) {
+            relay(recv_master(&sock)?);
+        }
         let code = match sys::waitpid(c2, 0) {
             Ok((_, st)) => sys::exit_code(st),
             Err(e) => return Err(other(format!("waiting for the process: {e}"))),
@@ -867,6 +919,24 @@ impl Runtime {
         FORWARD_PID.store(0, Ordering::Relaxed);
         Ok(code)
     }
+}
+
+/// A connected stream pair standing in for --console-socket when we relay the terminal.
+fn console_pair() -> Result<(OwnedFd, OwnedFd)> {
+    let (a, b) =
+        std::os::unix::net::UnixStream::pair().map_err(|e| other(format!("socketpair: {e}")))?;
+    Ok((OwnedFd::from(a), OwnedFd::from(b)))
+}
+
+/// The pty master the container's process sent over our console pair.
+fn recv_master(sock: &OwnedFd) -> Result<OwnedFd> {
+    let mut buf = [0u8; 4096];
+    let (_, mut fds) = sys::recv_with_fds(sock.as_fd(), &mut buf)
+        .map_err(|e| other(format!("receiving the terminal: {e}")))?;
+    if fds.is_empty() {
+        return Err(other("the container sent no terminal"));
+    }
+    Ok(fds.swap_remove(0))
 }
 
 /// `update` changes only what it is given: fold the new values into the saved resources.

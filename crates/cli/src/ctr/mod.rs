@@ -3,6 +3,7 @@
 
 mod flags;
 mod output;
+mod tty;
 
 use flags::{f, parse, Flag, Parsed};
 use std::io::Write;
@@ -249,7 +250,8 @@ fn command(rt: &Runtime, cmd: &str, argv: &[String]) -> Result<i32, String> {
             let id = one_id(&p, "run")?;
             let o = create_options(&p, id)?;
             exe::ensure_sealed().map_err(|e| format!("sealing the runtime binary: {e}"))?;
-            rt.run(&o, p.bool("detach")).map_err(err)
+            rt.run(&o, p.bool("detach"), Some(&mut tty::relay))
+                .map_err(err)
         }
         "start" => {
             let p = parse(argv, &[], false)?;
@@ -488,7 +490,7 @@ fn exec(rt: &Runtime, argv: &[String]) -> Result<i32, String> {
         },
     };
     exe::ensure_sealed().map_err(|e| format!("sealing the runtime binary: {e}"))?;
-    rt.exec(&id, &o).map_err(err)
+    rt.exec(&id, &o, Some(&mut tty::relay)).map_err(err)
 }
 
 fn update(rt: &Runtime, argv: &[String]) -> Result<i32, String> {

@@ -523,7 +523,63 @@ fn update(rt: &Runtime, argv: &[String]) -> Result<i32, String> {
     Ok(0)
 }
 
+/// `import SOURCE BUNDLE`: an OCI image layout (directory or tar) or a docker-archive tar
+/// into a bundle whose rootfs is an overlay over the shared layer store.
 fn import(argv: &[String]) -> Result<i32, String> {
-    let _ = argv;
-    Err("import: not built yet".into())
+    use virtkit_oci::image;
+    let p = parse(
+        argv,
+        &[
+            f(&["ref", "r"], true),
+            f(&["store"], true),
+            f(&["no-mount"], false),
+            f(&["entrypoint"], true),
+            f(&["env", "e"], true),
+            f(&["user", "u"], true),
+            f(&["cwd", "w"], true),
+            f(&["quiet", "q"], false),
+        ],
+        false,
+    )?;
+    let [source, bundle, cmd @ ..] = p.args.as_slice() else {
+        return Err(
+            "usage: import [--ref NAME] [--store DIR] [--no-mount] [--entrypoint CMD] \
+                    [-e K=V] [-u USER] [-w DIR] SOURCE BUNDLE [CMD ARG...]"
+                .into(),
+        );
+    };
+    let opts = image::ImportOptions {
+        store: p
+            .get("store")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(image::DEFAULT_STORE)),
+        reference: p.get("ref").map(str::to_string),
+        mount: !p.bool("no-mount"),
+    };
+    let over = image::Overrides {
+        entrypoint: p
+            .get("entrypoint")
+            .map(|e| e.split_whitespace().map(str::to_string).collect()),
+        cmd: (!cmd.is_empty()).then(|| cmd.to_vec()),
+        env: p.all("env"),
+        user: p.get("user").map(str::to_string),
+        cwd: p.get("cwd").map(str::to_string),
+    };
+    let r = image::import_with(Path::new(source), Path::new(bundle), &opts, &over)
+        .map_err(|e| e.to_string())?;
+    if !p.bool("quiet") {
+        println!("imported {} into {}", r.image, r.bundle.display());
+        for l in &r.layers {
+            println!(
+                "  layer {} {} ({} bytes)",
+                l.diff_id,
+                if l.reused { "shared" } else { "unpacked" },
+                l.size
+            );
+        }
+        for n in &r.notes {
+            println!("  note: {n}");
+        }
+    }
+    Ok(0)
 }

@@ -4,14 +4,15 @@ PREFIX  ?= /usr/local
 BIN     := target/release/virtkit
 # Names under which the binary speaks a classic tool's command line.
 LINKS   := qemu-img virt-ls virt-cat virt-copy-out virt-tar-out virt-filesystems virt-df \
-           virt-inspector virt-diff guestfish
+           virt-inspector virt-diff guestfish runc
 
-.PHONY: all release deps test lint unit fuzz-smoke demo bench install uninstall check-full clean
+.PHONY: all release deps test lint unit fuzz-smoke containerd-test demo bench bench-ctr conformance install uninstall check-full clean
 
 all: release
 
 release:
 	$(CARGO) build --release --locked
+	ln -sf virtkit target/release/runc
 
 # Installs what the tests need (apt packages, nightly + cargo-fuzz), only when missing.
 deps:
@@ -27,7 +28,13 @@ unit:
 fuzz-smoke:
 	scripts/fuzz-smoke.sh
 
-test: deps lint unit fuzz-smoke
+# containerd 1.6 (Debian's) driving virtkit as its runc binary: run, exec, tty, kill, delete.
+# Uses the binary the unit stage built (profile ci), through a `runc` link.
+containerd-test:
+	ln -sf virtkit target/ci/runc
+	scripts/containerd-test.sh $(CURDIR)/target/ci/runc
+
+test: deps lint unit containerd-test fuzz-smoke
 	@echo "== make test: all stages passed"
 	@echo "tests: $$(cat .build/test-summary)"
 
@@ -36,9 +43,23 @@ demo: release
 
 bench: release
 	VK_IMG="$(CURDIR)/$(BIN) img" bench/run.sh
+	VIRTKIT_RUNC=$(CURDIR)/target/release/runc bench/ctr.sh
+
+# The container start-up benchmark alone (virtkit vs crun vs runc, 100 containers each).
+bench-ctr: release
+	VIRTKIT_RUNC=$(CURDIR)/target/release/runc bench/ctr.sh
+
+# The OCI runtime conformance suites (opencontainers/runtime-tools validation and youki's
+# contest), fetched and built locally under PEER_DIR, compared with Debian's runc.
+PEER_DIR ?= $(CURDIR)/.build/peer
+conformance: release
+	PEER_DIR=$(PEER_DIR) scripts/conformance/runtime-tools.sh /usr/sbin/runc >/dev/null || true
+	PEER_DIR=$(PEER_DIR) RT_BASELINE=usr_sbin_runc scripts/conformance/runtime-tools.sh $(CURDIR)/target/release/runc || true
+	PEER_DIR=$(PEER_DIR) scripts/conformance/contest.sh /usr/sbin/runc >/dev/null || true
+	PEER_DIR=$(PEER_DIR) CONTEST_BASELINE=usr_sbin_runc scripts/conformance/contest.sh $(CURDIR)/target/release/runc || true
 
 # Long runs that do not belong in CI: ten minutes of fuzzing per target.
-check-full: test
+check-full: test conformance
 	FUZZ_SECONDS=600 scripts/fuzz-smoke.sh
 
 install: release

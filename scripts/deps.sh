@@ -17,6 +17,14 @@ command -v pvcreate >/dev/null 2>&1 || need+=(lvm2)
 command -v mkfs.btrfs >/dev/null 2>&1 || need+=(btrfs-progs)
 command -v mkfs.ntfs >/dev/null 2>&1 || need+=(ntfs-3g)
 command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
+# The OCI runtime's tests: a busybox-static rootfs, image layers (zstd), Debian's runc to
+# compare with, containerd to drive us, crun for the start-up benchmark.
+[ -x /bin/busybox ] || need+=(busybox-static)
+command -v zstd >/dev/null 2>&1 || need+=(zstd)
+command -v runc >/dev/null 2>&1 || need+=(runc)
+command -v containerd >/dev/null 2>&1 || need+=(containerd)
+command -v crun >/dev/null 2>&1 || need+=(crun)
+command -v script >/dev/null 2>&1 || need+=(bsdutils)
 if [ ${#need[@]} -gt 0 ]; then
   echo "deps: installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -432,9 +432,10 @@ impl Runtime {
                 cgroup_sources: cg.mount_sources(),
                 new_mount_ns: plan.new_mount,
                 runtime_hooks,
+                cgroup_ns: plan.new_ns & libc::CLONE_NEWCGROUP != 0,
             },
             joins: plan.joins,
-            new_ns: plan.new_ns,
+            new_ns: plan.new_ns & !libc::CLONE_NEWCGROUP,
             new_user,
             in_user_ns: plan.in_user_ns,
             setgroups_allowed: !self.rootless,
@@ -446,6 +447,19 @@ impl Runtime {
             time_offsets: time_offsets(spec),
             close_first: vec![dir.lock_fd()],
         };
+        // runc's device rules: the config's, an allow for each configured device node,
+        // then the defaults every container gets (null, zero, tty, ptys...).
+        let devices = linux.devices().clone().unwrap_or_default();
+        let mut resources = linux.resources().clone().unwrap_or_default();
+        let mut rules = resources.devices().clone().unwrap_or_default();
+        rules.extend(
+            devices
+                .iter()
+                .map(oci_spec::runtime::LinuxDeviceCgroup::from),
+        );
+        resources.set_devices(Some(rules));
+        let resources = crate::cgroups::devices::with_runc_defaults(Some(&resources), &devices);
+        cg.prepare(Some(&resources))?;
         let (ours, theirs) = Channel::pair().map_err(|e| other(format!("socketpair: {e}")))?;
         let c1 = match sys::fork(false) {
             Ok(0) => {
@@ -519,24 +533,16 @@ impl Runtime {
             let p = PathBuf::from(format!("/proc/{c1}/oom_score_adj"));
             std::fs::write(&p, adj.to_string()).map_err(|e| io_err(&p, e))?;
         }
-        // runc's device rules: the config's, an allow for each configured device node,
-        // then the defaults every container gets (null, zero, tty, ptys...).
-        let devices = linux.devices().clone().unwrap_or_default();
-        let mut resources = linux.resources().clone().unwrap_or_default();
-        let mut rules = resources.devices().clone().unwrap_or_default();
-        rules.extend(
-            devices
-                .iter()
-                .map(oci_spec::runtime::LinuxDeviceCgroup::from),
-        );
-        resources.set_devices(Some(rules));
-        let resources = crate::cgroups::devices::with_runc_defaults(Some(&resources), &devices);
-        cg.apply(c1, Some(&resources))?;
         chan.send(&Msg::Go)
             .map_err(|e| other(format!("container init: {e}")))?;
         loop {
             match recv()? {
-                (Msg::Pid(p), _) => *c2 = p,
+                (Msg::Pid(p), _) => {
+                    *c2 = p;
+                    cg.add_pid(p)?;
+                    chan.send(&Msg::CgroupsDone)
+                        .map_err(|e| other(format!("container init: {e}")))?;
+                }
                 (Msg::RunCreateHooks, _) => {
                     let state = hook_state(spec, id, *c2, bundle, "creating");
                     let h = spec.hooks().clone().unwrap_or_default();

@@ -34,6 +34,8 @@ pub enum Kind {
         new_mount_ns: bool,
         /// prestart/createRuntime hooks exist: ask the runtime to run them at the right time.
         runtime_hooks: bool,
+        /// A cgroup namespace is made, by the init itself once it is in its cgroups.
+        cgroup_ns: bool,
     },
     /// `exec`: a process joining a running container.
     Exec,
@@ -202,6 +204,7 @@ fn setup(chan: &Channel, l: &Launch) -> Result<Exec, String> {
         cgroup_sources,
         new_mount_ns,
         runtime_hooks,
+        cgroup_ns,
         ..
     } = &l.kind
     {
@@ -233,6 +236,17 @@ fn setup(chan: &Channel, l: &Launch) -> Result<Exec, String> {
             let root = sys::open(rootfs, libc::O_PATH | libc::O_DIRECTORY, 0)
                 .map_err(|e| format!("opening {}: {e}", rootfs.display()))?;
             let _ = rootfs::mkdir_all_in_root(root.as_fd(), p.cwd(), 0o755);
+        }
+        // Our cgroups were joined while the mounts were made; the cgroup namespace (rooted
+        // at the container's cgroup) can only be made after that.
+        match chan.recv() {
+            Ok((Msg::CgroupsDone, _)) => {}
+            // SAFETY: the runtime failed (it reports); end quietly.
+            _ => unsafe { libc::_exit(1) },
+        }
+        if *cgroup_ns {
+            sys::unshare(libc::CLONE_NEWCGROUP)
+                .map_err(|e| format!("creating the cgroup namespace: {e}"))?;
         }
         if *runtime_hooks {
             chan.send(&Msg::RunCreateHooks).map_err(|e| e.to_string())?;

@@ -15,6 +15,9 @@ pub enum Msg {
     Go,
     /// Intermediate child: the container process has this pid (in the runtime's namespace).
     Pid(i32),
+    /// Runtime: the container process is in its cgroups (it sets up its mounts meanwhile:
+    /// the first write to cgroup.procs waits for an RCU grace period, milliseconds).
+    CgroupsDone,
     /// Container process: the runtime environment exists; run prestart/createRuntime hooks.
     RunCreateHooks,
     /// Runtime: hooks done.

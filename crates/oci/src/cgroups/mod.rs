@@ -335,6 +335,19 @@ impl Manager {
         Ok(notes)
     }
 
+    /// `apply` without moving a process: the directories and the limits, so that the
+    /// container's process can be moved in later (`add_pid`) while it sets itself up.
+    pub fn prepare(&self, resources: Option<&LinuxResources>) -> Result<(), CgroupError> {
+        if let Some(r) = resources {
+            resources::validate(r)?;
+        }
+        self.create()?;
+        if let Some(r) = resources {
+            self.with_target(|t| resources::set_resources(t, r))?;
+        }
+        Ok(())
+    }
+
     /// Creates the directories (all levels), with a v1 cpuset's cpus/mems copied from its
     /// parent at each level, and the v2 controllers enabled in each ancestor.
     fn create(&self) -> Result<(), CgroupError> {

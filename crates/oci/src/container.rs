@@ -44,15 +44,44 @@ pub struct ExecOptions {
 
 /// The state hooks get on stdin (the runtime-spec state object).
 pub fn hook_state(spec: &Spec, id: &str, pid: i32, bundle: &Path, status: &str) -> Vec<u8> {
+    hook_state_of(
+        spec.version(),
+        spec.annotations().as_ref(),
+        id,
+        pid,
+        bundle,
+        status,
+    )
+}
+
+fn hook_state_of(
+    version: &str,
+    annotations: Option<&std::collections::HashMap<String, String>>,
+    id: &str,
+    pid: i32,
+    bundle: &Path,
+    status: &str,
+) -> Vec<u8> {
     let v = serde_json::json!({
-        "ociVersion": spec.version(),
+        "ociVersion": version,
         "id": id,
         "status": status,
         "pid": pid,
         "bundle": bundle,
-        "annotations": spec.annotations().clone().unwrap_or_default(),
+        "annotations": annotations.cloned().unwrap_or_default(),
     });
     serde_json::to_vec(&v).unwrap_or_default()
+}
+
+fn saved_hook_state(s: &Saved, pid: i32, status: &str) -> Vec<u8> {
+    hook_state_of(
+        &s.oci_version,
+        s.annotations.as_ref(),
+        &s.id,
+        pid,
+        &s.bundle,
+        status,
+    )
 }
 
 fn other(msg: impl Into<String>) -> Error {
@@ -290,7 +319,7 @@ impl Runtime {
         foreground: bool,
     ) -> Result<(i32, Saved, Option<OwnedFd>)> {
         let bundle = absolute(&o.bundle)?;
-        let spec = spec::load(&bundle)?;
+        let (spec, config_text) = spec::load_with_text(&bundle)?;
         let Some(process) = spec.process().clone() else {
             return Err(Error::Config {
                 path: bundle.join("config.json"),
@@ -342,6 +371,7 @@ impl Runtime {
         let own_tty =
             foreground && process.terminal().unwrap_or(false) && o.console_socket.is_none();
         match self.spawn_init(
+            &config_text,
             own_tty,
             o,
             &spec,
@@ -373,6 +403,7 @@ impl Runtime {
     #[allow(clippy::too_many_arguments)]
     fn spawn_init(
         &self,
+        config_text: &str,
         own_tty: bool,
         o: &CreateOptions,
         spec: &Spec,
@@ -493,7 +524,11 @@ impl Runtime {
             owner: owner_name(),
             rootless: self.rootless,
             cgroup: Some(cg.clone()),
-            config: spec.clone(),
+            config: serde_json::value::RawValue::from_string(config_text.to_string())
+                .map_err(|e| other(format!("config.json: {e}")))?,
+            oci_version: spec.version().clone(),
+            hooks: spec.hooks().clone(),
+            annotations: spec.annotations().clone(),
             started: false,
         };
         dir.save(&saved)?;
@@ -601,8 +636,8 @@ impl Runtime {
         let _ = std::fs::remove_file(&fifo);
         saved.started = true;
         dir.save(&saved)?;
-        if let Some(h) = saved.config.hooks() {
-            let st = hook_state(&saved.config, id, saved.pid, &saved.bundle, "running");
+        if let Some(h) = &saved.hooks {
+            let st = saved_hook_state(&saved, saved.pid, "running");
             if let Err(e) = hooks::run_all("poststart", h.poststart().as_ref(), &st) {
                 // A failing poststart hook: the container is killed (the spec's MUST).
                 let _ = sys::kill(saved.pid, libc::SIGKILL);
@@ -702,12 +737,8 @@ impl Runtime {
         if let Some(cg) = &saved.cgroup {
             cg.destroy()?;
         }
-        let poststop = saved
-            .config
-            .hooks()
-            .as_ref()
-            .and_then(|h| h.poststop().clone());
-        let st_json = hook_state(&saved.config, id, 0, &saved.bundle, "stopped");
+        let poststop = saved.hooks.as_ref().and_then(|h| h.poststop().clone());
+        let st_json = saved_hook_state(&saved, 0, "stopped");
         dir.remove()?;
         // Poststop failures are logged by runc, not fatal: the container is gone already.
         if let Err(e) = hooks::run_all("poststop", poststop.as_ref(), &st_json) {
@@ -763,9 +794,13 @@ impl Runtime {
             .clone()
             .ok_or_else(|| other("container has no cgroup"))?;
         cg.update(r)?;
-        if let Some(l) = saved.config.linux_mut() {
+        let mut spec = saved.spec()?;
+        if let Some(l) = spec.linux_mut() {
             l.set_resources(Some(merge_resources(l.resources().clone(), r)));
         }
+        let text = serde_json::to_string(&spec).map_err(|e| other(e.to_string()))?;
+        saved.config =
+            serde_json::value::RawValue::from_string(text).map_err(|e| other(e.to_string()))?;
         dir.save(&saved)
     }
 
@@ -793,7 +828,7 @@ impl Runtime {
             Status::Paused => return Err(other("cannot exec in a paused container")),
             _ => return Err(other("cannot exec in a stopped container")),
         }
-        let spec = &saved.config;
+        let spec = &saved.spec()?;
         let p = &o.process;
         let own_tty = p.terminal().unwrap_or(false)
             && o.console_socket.is_none()

@@ -34,6 +34,11 @@ pub fn template(rootless: bool, uid: u32, gid: u32) -> String {
 
 /// Reads `<bundle>/config.json`.
 pub fn load(bundle: &Path) -> Result<Spec> {
+    load_with_text(bundle).map(|(s, _)| s)
+}
+
+/// Reads `<bundle>/config.json`, also returning its text (saved with the state).
+pub fn load_with_text(bundle: &Path) -> Result<(Spec, String)> {
     let path = bundle.join("config.json");
     let meta = std::fs::metadata(&path).map_err(|e| Error::Io {
         path: path.clone(),
@@ -49,7 +54,15 @@ pub fn load(bundle: &Path) -> Result<Spec> {
         path: path.clone(),
         source: e,
     })?;
-    parse(&data).map_err(|msg| Error::Config { path, msg })
+    let spec = parse(&data).map_err(|msg| Error::Config {
+        path: path.clone(),
+        msg,
+    })?;
+    let text = String::from_utf8(data).map_err(|_| Error::Config {
+        path,
+        msg: "not UTF-8".into(),
+    })?;
+    Ok((spec, text))
 }
 
 /// Parses and checks a config; the error is the problem without the file name.

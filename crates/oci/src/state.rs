@@ -55,7 +55,16 @@ pub struct Saved {
     pub owner: String,
     pub rootless: bool,
     pub cgroup: Option<Manager>,
-    pub config: Spec,
+    /// config.json as it was at create, kept unparsed: most commands need only the hooks,
+    /// annotations and cgroups below, and parsing a whole spec costs time and memory on
+    /// every `start`/`state`/`delete` (`spec()` parses it for `exec` and `update`).
+    pub config: Box<serde_json::value::RawValue>,
+    #[serde(default)]
+    pub oci_version: String,
+    #[serde(default)]
+    pub hooks: Option<oci_spec::runtime::Hooks>,
+    #[serde(default)]
+    pub annotations: Option<HashMap<String, String>>,
     /// Set once `start` released the init (a created container that died is still stopped).
     #[serde(default)]
     pub started: bool,
@@ -213,6 +222,12 @@ pub fn load_file(path: &Path) -> Result<Saved> {
 }
 
 impl Saved {
+    /// The config saved at create.
+    pub fn spec(&self) -> Result<Spec> {
+        serde_json::from_str(self.config.get())
+            .map_err(|e| Error::Other(format!("saved config of {}: {e}", self.id)))
+    }
+
     pub fn init_alive(&self) -> bool {
         sys::process_exists(self.pid)
             && sys::start_time(self.pid) == Some(self.pid_start)
@@ -249,7 +264,7 @@ impl Saved {
             rootfs: self.rootfs.clone(),
             created: self.created.clone(),
             owner: self.owner.clone(),
-            annotations: self.config.annotations().clone().filter(|a| !a.is_empty()),
+            annotations: self.annotations.clone().filter(|a| !a.is_empty()),
         }
     }
 }

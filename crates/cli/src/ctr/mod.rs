@@ -400,7 +400,12 @@ fn exec(rt: &Runtime, argv: &[String]) -> Result<i32, String> {
                     "exec: arguments required after the container id (or -p process.json)".into(),
                 );
             }
-            let mut proc = saved.config.process().clone().unwrap_or_default();
+            let mut proc = saved
+                .spec()
+                .map_err(err)?
+                .process()
+                .clone()
+                .unwrap_or_default();
             proc.set_args(Some(args));
             proc
         }

@@ -21,7 +21,9 @@
 //!   listed, x32 syscalls (bit 30) are bad-arch too, except nr -1 (what tracers use to skip).
 //! - runc's -ENOSYS stub: unless the default action is ALLOW, LOG or TRACE, a syscall number
 //!   above the largest one the profile names (per architecture; s390x's multiplexer 0 too)
-//!   returns ENOSYS, so that programs fall back from syscalls newer than the profile.
+//!   returns ENOSYS, so that programs fall back from syscalls newer than the profile. As in
+//!   runc, the stub is checked first, and socket/IPC names do not count on ABIs with
+//!   multiplexers (libseccomp resolves them to pseudo numbers there).
 
 use super::arch::{self, ArchId};
 use super::bpf::{self, Cmp, Code, Item, Label};
@@ -499,10 +501,14 @@ pub(crate) fn compile(
         if stub {
             let enosys = Target::Ret(RET_ERRNO | ENOSYS);
             for &a in members {
-                let table = tables::table(arch::def(a).table);
+                let d = arch::def(a);
+                let table = tables::table(d.table);
+                // libseccomp resolves socket and IPC calls to pseudo numbers on ABIs with
+                // multiplexers, so runc's maximum leaves them out there.
                 let max = rules
                     .iter()
                     .flat_map(|r| r.names())
+                    .filter(|n| !(d.mux && tables::mux_call(n).is_some()))
                     .filter_map(|n| table.get(n.as_str()).copied())
                     .max()
                     .unwrap_or(0);

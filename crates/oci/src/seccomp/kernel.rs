@@ -96,7 +96,7 @@ pub(crate) fn load(insns: &[Insn], flags: u64) -> Result<Option<OwnedFd>, Seccom
     }
     if ret > 0 {
         // TSYNC without ESRCH: the id of a thread that could not be synchronized.
-        return Err(SeccompError::Tsync(Some(ret as i64)));
+        return Err(SeccompError::Tsync(Some(ret)));
     }
     Ok(None)
 }

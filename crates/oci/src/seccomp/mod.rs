@@ -77,7 +77,7 @@ pub enum SeccompError {
     #[error("seccomp: the kernel does not support {0}")]
     FlagUnsupported(&'static str),
     #[error("seccomp: SECCOMP_FILTER_FLAG_TSYNC: another thread could not be synchronized{}", .0.map(|t| format!(" (thread {t})")).unwrap_or_default())]
-    Tsync(Option<i64>),
+    Tsync(Option<libc::c_long>),
     #[error("seccomp: a notify listener is already installed for this process (EBUSY)")]
     ListenerBusy,
     #[error("seccomp: loading the filter: {0}")]
@@ -179,6 +179,14 @@ impl Program {
         // A compiled program passed `bpf::verify`, so it always ends in a ret.
         bpf::run(&self.insns, data, self.big_endian).unwrap_or(compiler::RET_KILL_THREAD)
     }
+}
+
+/// The number of syscall `name` on architecture `arch` (a runtime-spec name such as
+/// `SCMP_ARCH_X86`) as filters see it (x32 numbers carry the x32 bit); `None` when that
+/// architecture has no such call (socket calls reached only through socketcall included).
+pub fn resolve_syscall(arch: &str, name: &str) -> Option<u32> {
+    let a = arch::by_name(arch)?;
+    tables::table(arch::def(a).table).get(name).copied()
 }
 
 /// For `runc features`: the actions, operators, architectures and flags this compiler knows.

@@ -705,3 +705,24 @@ pub fn oci_image_tar(data: &[u8]) {
         &limits,
     );
 }
+
+/// A bundle's config.json as the runtime reads it before forking anything: parse and
+/// validate, compile the seccomp profile, parse every mount's options and the propagation
+/// mode, and the resources' validation. Also the saved state file's parser.
+pub fn oci_config(data: &[u8]) {
+    if let Ok(spec) = virtkit_oci::spec::parse(data) {
+        if let Some(linux) = spec.linux() {
+            if let Some(s) = linux.seccomp() {
+                let _ = virtkit_oci::seccomp::compile(s);
+            }
+            let _ = virtkit_oci::rootfs::propagation_flag(linux.rootfs_propagation().as_deref());
+            if let Some(r) = linux.resources() {
+                let _ = virtkit_oci::cgroups::resources::validate(r);
+            }
+        }
+        for m in spec.mounts().iter().flatten() {
+            let _ = virtkit_oci::rootfs::parse_options(m.options().as_deref().unwrap_or(&[]));
+        }
+    }
+    let _ = serde_json::from_slice::<virtkit_oci::state::Saved>(data);
+}

@@ -192,3 +192,18 @@ fn guest_xfs() {
 fn guest_inspect() {
     replay("guest_inspect", harness::guest_inspect);
 }
+
+#[test]
+fn oci_config() {
+    replay("oci_config", harness::oci_config);
+}
+
+#[test]
+fn oci_image_manifest() {
+    replay("oci_image_manifest", harness::oci_image_manifest);
+}
+
+#[test]
+fn oci_image_tar() {
+    replay("oci_image_tar", harness::oci_image_tar);
+}

@@ -97,8 +97,10 @@ pub fn parse_signal(s: &str) -> Result<i32> {
         }
         return Err(other(format!("invalid signal: {s}")));
     }
-    let name = s.trim_start_matches("SIG").to_ascii_uppercase();
-    let n = match name.as_str() {
+    // Case-insensitive, "SIG" optional, as runc's parseSignal (it upper-cases first).
+    let upper = s.to_ascii_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    let n = match name {
         "HUP" => libc::SIGHUP,
         "INT" => libc::SIGINT,
         "QUIT" => libc::SIGQUIT,

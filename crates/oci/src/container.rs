@@ -446,7 +446,9 @@ impl Runtime {
         let r = self.drive_init(
             &ours, c1, &mut c2, spec, process, &o.id, bundle, new_user, &linux, cg,
         );
-        // The intermediate child has exited (or is told to by the closed channel).
+        // The intermediate child has exited, or ends when it sees the channel closed (it may
+        // still wait for Go when setting it up failed here).
+        drop(ours);
         let _ = sys::waitpid(c1, 0);
         if let Err(e) = r {
             if c2 > 0 {
@@ -505,10 +507,19 @@ impl Runtime {
         let devices = linux.devices().clone().unwrap_or_default();
         let mut resources = linux.resources().clone().unwrap_or_default();
         let mut rules = resources.devices().clone().unwrap_or_default();
+        // Only block and character devices have cgroup rules (runc skips fifos too); an
+        // unbuffered character device ("u") is a "c" there.
         rules.extend(
             devices
                 .iter()
-                .map(oci_spec::runtime::LinuxDeviceCgroup::from),
+                .filter(|d| d.typ() != oci_spec::runtime::LinuxDeviceType::P)
+                .map(|d| {
+                    let mut r = oci_spec::runtime::LinuxDeviceCgroup::from(d);
+                    if d.typ() == oci_spec::runtime::LinuxDeviceType::U {
+                        r.set_typ(Some(oci_spec::runtime::LinuxDeviceType::C));
+                    }
+                    r
+                }),
         );
         resources.set_devices(Some(rules));
         let resources = crate::cgroups::devices::with_runc_defaults(Some(&resources), &devices);
@@ -852,6 +863,8 @@ impl Runtime {
                 }
             }
         })();
+        // As in create: the child may still wait for Go; closing the channel ends it.
+        drop(ours);
         let _ = sys::waitpid(c1, 0);
         let c2 = r?;
         drop(dir);

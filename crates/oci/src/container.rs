@@ -44,7 +44,7 @@ pub struct ExecOptions {
 
 /// The state hooks get on stdin (the runtime-spec state object).
 pub fn hook_state(spec: &Spec, id: &str, pid: i32, bundle: &Path, status: &str) -> Vec<u8> {
-    let v = serde_json::json!({
+    let mut v = serde_json::json!({
         "ociVersion": spec.version(),
         "id": id,
         "status": status,
@@ -52,6 +52,13 @@ pub fn hook_state(spec: &Spec, id: &str, pid: i32, bundle: &Path, status: &str) 
         "bundle": bundle,
         "annotations": spec.annotations().clone().unwrap_or_default(),
     });
+    // No process (poststop): no pid, as runc writes it (the spec requires one only while
+    // created or running).
+    if pid <= 0 {
+        if let Some(o) = v.as_object_mut() {
+            o.remove("pid");
+        }
+    }
     serde_json::to_vec(&v).unwrap_or_default()
 }
 
@@ -582,11 +589,22 @@ impl Runtime {
                 io_err(&fifo, e)
             }
         })?;
-        sys::write_all(fd.as_fd(), b"0").map_err(|e| io_err(&fifo, e))?;
+        // A reader of our own, then a second writer: the kernel reports a hang-up to a FIFO
+        // reader only after a writer opened later than it went away. The init closes its
+        // end when it executes the program (close-on-exec) or dies.
+        let watch =
+            sys::open(&fifo, libc::O_RDONLY | libc::O_NONBLOCK, 0).map_err(|e| io_err(&fifo, e))?;
+        let fd2 =
+            sys::open(&fifo, libc::O_WRONLY | libc::O_NONBLOCK, 0).map_err(|e| io_err(&fifo, e))?;
         drop(fd);
+        sys::write_all(fd2.as_fd(), b"0").map_err(|e| io_err(&fifo, e))?;
+        drop(fd2);
         let _ = std::fs::remove_file(&fifo);
         saved.started = true;
         dir.save(&saved)?;
+        // Like runc's start: back once the program runs (after the startContainer hooks),
+        // so poststart hooks run after it was executed, as the spec requires.
+        wait_fifo_closed(&watch, &saved);
         if let Some(h) = saved.config.hooks() {
             let st = hook_state(&saved.config, id, saved.pid, &saved.bundle, "running");
             if let Err(e) = hooks::run_all("poststart", h.poststart().as_ref(), &st) {
@@ -903,6 +921,32 @@ fn merge_resources(old: Option<LinuxResources>, new: &LinuxResources) -> LinuxRe
         r.set_unified(Some(u.clone()));
     }
     r
+}
+
+/// Waits until nobody but `watch` holds the exec FIFO: the init executed its program or
+/// died.
+fn wait_fifo_closed(watch: &OwnedFd, saved: &Saved) {
+    use std::os::fd::AsRawFd;
+    loop {
+        let mut p = libc::pollfd {
+            fd: watch.as_raw_fd(),
+            // Nothing asked: POLLHUP is always reported, and the byte the init has not read
+            // yet (POLLIN) must not wake us.
+            events: 0,
+            revents: 0,
+        };
+        // SAFETY: poll on one pollfd we own.
+        let r = unsafe { libc::poll(&mut p, 1, 100) };
+        if r > 0 && p.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
+            return;
+        }
+        if r < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            return;
+        }
+        if r == 0 && !saved.init_alive() {
+            return;
+        }
+    }
 }
 
 fn kill_and_wait(saved: &Saved) {

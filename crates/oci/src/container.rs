@@ -62,7 +62,7 @@ fn hook_state_of(
     bundle: &Path,
     status: &str,
 ) -> Vec<u8> {
-    let v = serde_json::json!({
+    let mut v = serde_json::json!({
         "ociVersion": version,
         "id": id,
         "status": status,
@@ -70,6 +70,13 @@ fn hook_state_of(
         "bundle": bundle,
         "annotations": annotations.cloned().unwrap_or_default(),
     });
+    // No process (poststop): no pid, as runc writes it (the spec requires one only while
+    // created or running).
+    if pid <= 0 {
+        if let Some(o) = v.as_object_mut() {
+            o.remove("pid");
+        }
+    }
     serde_json::to_vec(&v).unwrap_or_default()
 }
 
@@ -126,8 +133,10 @@ pub fn parse_signal(s: &str) -> Result<i32> {
         }
         return Err(other(format!("invalid signal: {s}")));
     }
-    let name = s.trim_start_matches("SIG").to_ascii_uppercase();
-    let n = match name.as_str() {
+    // Case-insensitive, "SIG" optional, as runc's parseSignal (it upper-cases first).
+    let upper = s.to_ascii_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    let n = match name {
         "HUP" => libc::SIGHUP,
         "INT" => libc::SIGINT,
         "QUIT" => libc::SIGQUIT,
@@ -506,7 +515,9 @@ impl Runtime {
         let r = self.drive_init(
             &ours, c1, &mut c2, spec, process, &o.id, bundle, new_user, &linux, cg,
         );
-        // The intermediate child has exited (or is told to by the closed channel).
+        // The intermediate child has exited, or ends when it sees the channel closed (it may
+        // still wait for Go when setting it up failed here).
+        drop(ours);
         let _ = sys::waitpid(c1, 0);
         if let Err(e) = r {
             if c2 > 0 {
@@ -631,11 +642,22 @@ impl Runtime {
                 io_err(&fifo, e)
             }
         })?;
-        sys::write_all(fd.as_fd(), b"0").map_err(|e| io_err(&fifo, e))?;
+        // A reader of our own, then a second writer: the kernel reports a hang-up to a FIFO
+        // reader only after a writer opened later than it went away. The init closes its
+        // end when it executes the program (close-on-exec) or dies.
+        let watch =
+            sys::open(&fifo, libc::O_RDONLY | libc::O_NONBLOCK, 0).map_err(|e| io_err(&fifo, e))?;
+        let fd2 =
+            sys::open(&fifo, libc::O_WRONLY | libc::O_NONBLOCK, 0).map_err(|e| io_err(&fifo, e))?;
         drop(fd);
+        sys::write_all(fd2.as_fd(), b"0").map_err(|e| io_err(&fifo, e))?;
+        drop(fd2);
         let _ = std::fs::remove_file(&fifo);
         saved.started = true;
         dir.save(&saved)?;
+        // Like runc's start: back once the program runs (after the startContainer hooks),
+        // so poststart hooks run after it was executed, as the spec requires.
+        wait_fifo_closed(&watch, &saved);
         if let Some(h) = &saved.hooks {
             let st = saved_hook_state(&saved, saved.pid, "running");
             if let Err(e) = hooks::run_all("poststart", h.poststart().as_ref(), &st) {
@@ -940,6 +962,8 @@ impl Runtime {
                 }
             }
         })();
+        // As in create: the child may still wait for Go; closing the channel ends it.
+        drop(ours);
         let _ = sys::waitpid(c1, 0);
         let c2 = r?;
         drop(dir);
@@ -999,6 +1023,32 @@ fn merge_resources(old: Option<LinuxResources>, new: &LinuxResources) -> LinuxRe
         r.set_unified(Some(u.clone()));
     }
     r
+}
+
+/// Waits until nobody but `watch` holds the exec FIFO: the init executed its program or
+/// died.
+fn wait_fifo_closed(watch: &OwnedFd, saved: &Saved) {
+    use std::os::fd::AsRawFd;
+    loop {
+        let mut p = libc::pollfd {
+            fd: watch.as_raw_fd(),
+            // Nothing asked: POLLHUP is always reported, and the byte the init has not read
+            // yet (POLLIN) must not wake us.
+            events: 0,
+            revents: 0,
+        };
+        // SAFETY: poll on one pollfd we own.
+        let r = unsafe { libc::poll(&mut p, 1, 100) };
+        if r > 0 && p.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
+            return;
+        }
+        if r < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            return;
+        }
+        if r == 0 && !saved.init_alive() {
+            return;
+        }
+    }
 }
 
 fn kill_and_wait(saved: &Saved) {

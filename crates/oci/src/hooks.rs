@@ -33,9 +33,8 @@ pub fn run(h: &Hook, state_json: &[u8]) -> Result<(), String> {
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("{}: {e}", h.path().display()))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        // A hook that does not read its stdin is fine.
-        let _ = stdin.write_all(state_json);
+    if let Some(stdin) = child.stdin.take() {
+        write_state(stdin, state_json);
     }
     let deadline = h
         .timeout()
@@ -69,5 +68,20 @@ pub fn run(h: &Hook, state_json: &[u8]) -> Result<(), String> {
             String::from_utf8_lossy(&out.stdout).trim_end(),
             String::from_utf8_lossy(&out.stderr).trim_end()
         ))
+    }
+}
+
+/// Gives the hook its state. A hook that exits without reading it is fine (runc ignores the
+/// broken pipe too), but the binary dies of SIGPIPE by default: the signal is ignored for
+/// the write only (the runtime is single-threaded here) and the old disposition restored,
+/// so that nothing forked later inherits SIG_IGN.
+fn write_state(mut stdin: std::process::ChildStdin, state_json: &[u8]) {
+    // SAFETY: signal(2) with a valid signal number and SIG_IGN.
+    let old = unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    let _ = stdin.write_all(state_json);
+    drop(stdin);
+    if old != libc::SIG_ERR {
+        // SAFETY: restores the disposition signal() returned above.
+        unsafe { libc::signal(libc::SIGPIPE, old) };
     }
 }

@@ -257,8 +257,9 @@ fn setup(chan: &Channel, l: &Launch) -> Result<Exec, String> {
             }
         }
         if let Some(hooks) = l.spec.hooks() {
+            // Still being created (runc's status for createContainer too).
             let state =
-                crate::container::hook_state(l.spec, l.id, sys::getpid(), bundle, "created");
+                crate::container::hook_state(l.spec, l.id, sys::getpid(), bundle, "creating");
             crate::hooks::run_all("createContainer", hooks.create_container().as_ref(), &state)?;
         }
         if *new_mount_ns {
@@ -386,7 +387,7 @@ fn exec_now(chan: &Channel, l: &Launch, x: Exec) -> ! {
         fail(chan, format!("close_range: {e}"));
     }
     let _ = chan.send(&Msg::Ready);
-    if let Kind::Init { fifo, .. } = &l.kind {
+    if let Kind::Init { fifo, bundle, .. } = &l.kind {
         // Block until `start` writes its byte.
         let mut b = [0u8; 1];
         loop {
@@ -403,7 +404,8 @@ fn exec_now(chan: &Channel, l: &Launch, x: Exec) -> ! {
         }
         if let Some(hooks) = l.spec.hooks() {
             let state =
-                crate::container::hook_state(l.spec, l.id, sys::getpid(), Path::new(""), "running");
+                // The program is not running yet: "created", as runc says.
+                crate::container::hook_state(l.spec, l.id, sys::getpid(), bundle, "created");
             if let Err(e) =
                 crate::hooks::run_all("startContainer", hooks.start_container().as_ref(), &state)
             {

@@ -381,14 +381,16 @@ fn mount_one(root: BorrowedFd, m: &Mount, o: &Options) -> Res<()> {
         // locked (nosuid, nodev, noexec) must be kept or the kernel refuses.
         let remount = opts.flags & !(libc::MS_REMOUNT);
         if remount != 0 {
+            let mounted = reopen(root, dest)?;
+            let mpath = sys::fd_path(mounted.as_fd());
             let locked = if o.in_user_ns {
-                locked_flags(&tpath)
+                locked_flags(&mpath)
             } else {
                 0
             };
             sys::mount(
                 None,
-                &tpath,
+                &mpath,
                 None,
                 libc::MS_REMOUNT | libc::MS_BIND | remount | locked,
                 None,
@@ -415,10 +417,12 @@ fn mount_one(root: BorrowedFd, m: &Mount, o: &Options) -> Res<()> {
                     None,
                 )
                 .map_err(|e| err("bind-mounting /sys on", dest, e))?;
-                let locked = locked_flags(&tpath);
+                let mounted = reopen(root, dest)?;
+                let mpath = sys::fd_path(mounted.as_fd());
+                let locked = locked_flags(&mpath);
                 let _ = sys::mount(
                     None,
-                    &tpath,
+                    &mpath,
                     None,
                     libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | locked,
                     None,
@@ -427,11 +431,23 @@ fn mount_one(root: BorrowedFd, m: &Mount, o: &Options) -> Res<()> {
             Err(e) => return Err(format!("mounting {typ} on {}: {e}", dest.display())),
         }
     }
-    for p in &opts.propagation {
-        sys::mount(None, &tpath, None, *p, None)
-            .map_err(|e| err("setting propagation of", dest, e))?;
+    if !opts.propagation.is_empty() {
+        let mounted = reopen(root, dest)?;
+        let mpath = sys::fd_path(mounted.as_fd());
+        for p in &opts.propagation {
+            sys::mount(None, &mpath, None, *p, None)
+                .map_err(|e| err("setting propagation of", dest, e))?;
+        }
     }
     Ok(())
+}
+
+/// The destination opened again after something was mounted on it: the descriptor used
+/// for the mount still names the covered mount point, and a remount or propagation change
+/// through it would hit the mount underneath (EINVAL for a bind's remount, or the rootfs's
+/// own propagation changed).
+fn reopen(root: BorrowedFd, dest: &Path) -> Res<OwnedFd> {
+    open_in_root(root, dest, libc::O_PATH).map_err(|e| err("opening the new mount", dest, e))
 }
 
 fn locked_flags(path: &Path) -> libc::c_ulong {
@@ -678,6 +694,9 @@ fn default_symlinks(root: BorrowedFd) -> Res<()> {
         Ok(d) => d,
         Err(_) => return Ok(()),
     };
+    // /dev/core only where the kernel has /proc/kcore (CONFIG_PROC_KCORE), as runc does:
+    // a dangling link otherwise.
+    let kcore = Path::new("/proc/kcore").exists();
     for (name, target) in [
         ("fd", "/proc/self/fd"),
         ("stdin", "/proc/self/fd/0"),
@@ -685,6 +704,9 @@ fn default_symlinks(root: BorrowedFd) -> Res<()> {
         ("stderr", "/proc/self/fd/2"),
         ("core", "/proc/kcore"),
     ] {
+        if name == "core" && !kcore {
+            continue;
+        }
         match sys::symlinkat(OsStr::new(target), dev.as_fd(), OsStr::new(name)) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}

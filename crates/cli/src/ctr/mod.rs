@@ -171,7 +171,13 @@ pub fn main(personality: &str, argv: &[String]) -> i32 {
         Ok(code) => code,
         Err(e) => {
             log.error(&e);
-            1
+            // runc's exec fails with 255, so that a caller can tell its failure from the
+            // exit code of the process it ran.
+            if e.starts_with(EXEC_FAILED) {
+                255
+            } else {
+                1
+            }
         }
     }
 }
@@ -386,7 +392,7 @@ const EXEC_FLAGS: &[Flag] = &[
 fn exec(rt: &Runtime, argv: &[String]) -> Result<i32, String> {
     let p = parse(argv, EXEC_FLAGS, true)?;
     let id = one_id(&p, "exec")?;
-    let (_dir, saved) = rt.open(&id).map_err(err)?;
+    let (_dir, saved) = rt.open(&id).map_err(exec_failed)?;
     let mut process = match p.get("process") {
         Some(file) => {
             let data = std::fs::read(file).map_err(|e| format!("{file}: {e}"))?;
@@ -495,7 +501,13 @@ fn exec(rt: &Runtime, argv: &[String]) -> Result<i32, String> {
         },
     };
     exe::ensure_sealed().map_err(|e| format!("sealing the runtime binary: {e}"))?;
-    rt.exec(&id, &o, Some(&mut tty::relay)).map_err(err)
+    rt.exec(&id, &o, Some(&mut tty::relay)).map_err(exec_failed)
+}
+
+const EXEC_FAILED: &str = "exec failed: ";
+
+fn exec_failed(e: Error) -> String {
+    format!("{EXEC_FAILED}{e}")
 }
 
 fn update(rt: &Runtime, argv: &[String]) -> Result<i32, String> {

@@ -58,8 +58,11 @@ const EPERM: u32 = 1;
 const ENOSYS: u32 = 38;
 /// The kernel clamps SECCOMP_RET_ERRNO data to MAX_ERRNO; larger values are refused here.
 const MAX_ERRNO: u32 = 4095;
-/// What a hostile profile may cost before it is refused (a real one needs a few thousand).
-const MAX_RULE_INSERTIONS: usize = 1_000_000;
+/// What a hostile profile may cost before it is refused (Docker's default needs about 1200).
+const MAX_RULE_INSERTIONS: usize = 200_000;
+/// Comparisons in one section's decision trees: far more than a program can hold (each takes
+/// two instructions or more), low enough to keep merging fast.
+const MAX_NODES: usize = 4 * bpf::MAX_INSNS;
 
 pub(crate) struct Output {
     pub insns: Vec<bpf::Insn>,
@@ -424,10 +427,6 @@ pub(crate) fn compile(
                 }
             }
         }
-        // Each comparison takes at least a load and a jump.
-        if forest.node_count() * 2 > 4 * bpf::MAX_INSNS {
-            return Err(SeccompError::TooLarge(forest.node_count() * 2));
-        }
 
         let mut map = RangeMap::new(Target::Ret(default));
         let mut blocks: Vec<(u32, usize)> = Vec::new();
@@ -514,13 +513,12 @@ pub(crate) fn compile(
 }
 
 fn dedup_names(names: &[String]) -> Vec<&str> {
-    let mut out: Vec<&str> = Vec::with_capacity(names.len());
-    for n in names {
-        if !out.contains(&n.as_str()) {
-            out.push(n);
-        }
-    }
-    out
+    let mut seen = std::collections::HashSet::with_capacity(names.len());
+    names
+        .iter()
+        .map(String::as_str)
+        .filter(|n| seen.insert(*n))
+        .collect()
 }
 
 /// Adds one profile entry to the syscalls of one architecture (skipped where the
@@ -598,6 +596,9 @@ fn insert(
     if conds.is_empty() {
         s.unconditional = Some(entry.action);
         return Ok(());
+    }
+    if forest.node_count() > MAX_NODES {
+        return Err(SeccompError::TooLarge(2 * forest.node_count()));
     }
     let root = *s.root.get_or_insert_with(|| forest.new_root());
     forest

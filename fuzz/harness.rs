@@ -726,3 +726,54 @@ pub fn oci_config(data: &[u8]) {
     }
     let _ = serde_json::from_slice::<virtkit_oci::state::Saved>(data);
 }
+
+/// The seccomp compiler of the OCI runtime. Only under `cargo fuzz` (cfg `fuzzing`): the
+/// stable regression replay in crates/cli includes this file too, and that crate does not
+/// link virtkit-oci yet.
+pub mod oci {
+    #![allow(unexpected_cfgs)]
+
+    /// The input as a `linux.seccomp` object: compiled for a few native architectures; what
+    /// compiles must fit the kernel's limit, pass its program checks and run on syscalls
+    /// taken from the input (it is never installed).
+    #[cfg(fuzzing)]
+    pub fn oci_seccomp(data: &[u8]) {
+        use virtkit_oci::seccomp;
+        let Ok(spec) = serde_json::from_slice::<oci_spec::runtime::LinuxSeccomp>(data) else {
+            return;
+        };
+        for native in [
+            "SCMP_ARCH_X86_64",
+            "SCMP_ARCH_AARCH64",
+            "SCMP_ARCH_S390X",
+            "SCMP_ARCH_X86",
+        ] {
+            let Ok(prog) = seccomp::compile_for_arch(&spec, native) else {
+                continue;
+            };
+            let insns = prog.instructions();
+            assert!(insns.len() <= seccomp::bpf::MAX_INSNS);
+            seccomp::bpf::verify(insns).expect("a compiled program passes the kernel's checks");
+            let word = |i: usize| -> u64 {
+                let mut b = [0u8; 8];
+                for (k, x) in b.iter_mut().enumerate() {
+                    *x = data
+                        .get((i * 8 + k) % data.len().max(1))
+                        .copied()
+                        .unwrap_or(0);
+                }
+                u64::from_le_bytes(b)
+            };
+            for i in 0..8 {
+                let w = word(i);
+                let d = seccomp::SeccompData {
+                    nr: (w % 600) as i32,
+                    arch: [0xc000_003e, 0x4000_0003, 0xc000_00b7, 0x8000_0016][i % 4],
+                    instruction_pointer: 0,
+                    args: [w, word(i + 1), word(i + 2), w >> 7, !w, 0],
+                };
+                prog.evaluate(&d);
+            }
+        }
+    }
+}

@@ -27,6 +27,7 @@ mod compiler;
 mod kernel;
 mod listener;
 mod tables;
+mod tree;
 
 pub use bpf::{Insn, SeccompData};
 pub use listener::{process_state_json, send_listener_fd};
@@ -62,12 +63,8 @@ pub enum SeccompError {
     NotifyWithoutListenerPath,
     #[error("seccomp: SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV needs an SCMP_ACT_NOTIFY rule (the kernel refuses it without a listener)")]
     WaitKillableWithoutNotify,
-    #[error("seccomp: conflicting rules for syscall {name:?}: the same argument conditions with actions {first} and {second}")]
-    ConflictingRules {
-        name: String,
-        first: String,
-        second: String,
-    },
+    #[error("seccomp: conflicting rules for syscall {name:?}: the rule with {action} ends where another rule with the same conditions has another action (libseccomp refuses this too)")]
+    ConflictingRules { name: String, action: String },
     #[error("seccomp: the filter needs {0} BPF instructions, more than the kernel's limit of 4096 (too many rules with argument conditions)")]
     TooLarge(usize),
     #[error("seccomp: the profile expands to more than {0} syscall rules")]

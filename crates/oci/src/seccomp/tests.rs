@@ -568,3 +568,45 @@ fn long_programs_need_long_jumps_and_still_work() {
         );
     }
 }
+
+#[test]
+fn shared_comparisons_decide_like_libseccomp() {
+    // "a0 <= 3" and "a0 > 5" share libseccomp's "high word > 0" comparison, so for a0 =
+    // 0xffffffff the GT rule decides although the LE 2^63 rule came first.
+    let p = build(json!({
+        "defaultAction": "SCMP_ACT_ERRNO",
+        "defaultErrnoRet": 3,
+        "syscalls": [
+            {"names": ["mmap"], "action": "SCMP_ACT_TRACE", "errnoRet": 1,
+             "args": [{"index": 0, "op": "SCMP_CMP_LE", "value": 0x8000_0000_0000_0000u64},
+                      {"index": 0, "op": "SCMP_CMP_LE", "value": 3}]},
+            {"names": ["mmap"], "action": "SCMP_ACT_ALLOW",
+             "args": [{"index": 0, "op": "SCMP_CMP_GT", "value": 5}]}
+        ]
+    }));
+    assert_eq!(eval(&p, X86_64, 9, a0(0xffff_ffff)), RET_ALLOW);
+    assert_eq!(eval(&p, X86_64, 9, a0(2)), RET_TRACE | 1);
+    assert_eq!(eval(&p, X86_64, 9, a0(0x1_0000_0000)), RET_ALLOW);
+    assert_eq!(eval(&p, X86_64, 9, a0(u64::MAX)), RET_ALLOW);
+}
+
+#[test]
+fn every_rule_counts_unlike_libseccomp_pruning() {
+    // libseccomp 2.5/2.6 prunes the LOG rule away as "redundant" on x32; it is not.
+    let p = build(json!({
+        "defaultAction": "SCMP_ACT_ERRNO",
+        "defaultErrnoRet": 3,
+        "architectures": ["SCMP_ARCH_X32"],
+        "syscalls": [
+            {"names": ["mmap"], "action": "SCMP_ACT_ALLOW",
+             "args": [{"index": 1, "op": "SCMP_CMP_GT", "value": 255},
+                      {"index": 1, "op": "SCMP_CMP_NE", "value": 0x1_0000_0000u64}]},
+            {"names": ["mmap"], "action": "SCMP_ACT_LOG",
+             "args": [{"index": 2, "op": "SCMP_CMP_GE", "value": 2},
+                      {"index": 1, "op": "SCMP_CMP_EQ", "value": 0x1_0000_0000u64},
+                      {"index": 0, "op": "SCMP_CMP_NE", "value": 0x8000_0000_0000_0000u64}]}
+        ]
+    }));
+    assert_eq!(eval(&p, X86_64, X32_BIT | 9, [3, 0, 5, 0, 0, 0]), RET_LOG);
+    assert_eq!(eval(&p, X86_64, X32_BIT | 9, [3, 7, 5, 0, 0, 0]), RET_ALLOW);
+}

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use std::fs;
 use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -442,11 +442,6 @@ fn cap_hex(names: &[&str]) -> String {
         m |= 1 << i;
     }
     format!("{m:016x}")
-}
-
-/// The lines of `text` that start with `prefix`, as "key value" with whitespace collapsed.
-fn lines_with<'a>(text: &'a str, prefix: &str) -> Vec<&'a str> {
-    text.lines().filter(|l| l.starts_with(prefix)).collect()
 }
 
 // ---------------------------------------------------------------------------------------

@@ -492,10 +492,19 @@ impl Runtime {
         let devices = linux.devices().clone().unwrap_or_default();
         let mut resources = linux.resources().clone().unwrap_or_default();
         let mut rules = resources.devices().clone().unwrap_or_default();
+        // Only block and character devices have cgroup rules (runc skips fifos too); an
+        // unbuffered character device ("u") is a "c" there.
         rules.extend(
             devices
                 .iter()
-                .map(oci_spec::runtime::LinuxDeviceCgroup::from),
+                .filter(|d| d.typ() != oci_spec::runtime::LinuxDeviceType::P)
+                .map(|d| {
+                    let mut r = oci_spec::runtime::LinuxDeviceCgroup::from(d);
+                    if d.typ() == oci_spec::runtime::LinuxDeviceType::U {
+                        r.set_typ(Some(oci_spec::runtime::LinuxDeviceType::C));
+                    }
+                    r
+                }),
         );
         resources.set_devices(Some(rules));
         let resources = crate::cgroups::devices::with_runc_defaults(Some(&resources), &devices);
@@ -586,8 +595,9 @@ impl Runtime {
                 (Msg::Pid(p), _) => {
                     *c2 = p;
                     cg.add_pid(p)?;
-                    chan.send(&Msg::CgroupsDone)
-                        .map_err(|e| other(format!("container init: {e}")))?;
+                    // If the init already failed, its error message is the next to read:
+                    // report that rather than our broken pipe.
+                    let _ = chan.send(&Msg::CgroupsDone);
                 }
                 (Msg::RunCreateHooks, _) => {
                     let state = hook_state(spec, id, *c2, bundle, "creating");
@@ -738,7 +748,16 @@ impl Runtime {
                 return Ok(());
             }
         }
-        sys::kill(saved.pid, sig).map_err(|e| other(format!("kill {}: {e}", saved.pid)))
+        sys::kill(saved.pid, sig).map_err(|e| other(format!("kill {}: {e}", saved.pid)))?;
+        if sig == libc::SIGKILL {
+            // SIGKILL cannot be caught: give the kernel a moment to finish the init off, so
+            // that `state` right after `kill KILL` says stopped, as it does with runc.
+            let deadline = Instant::now() + Duration::from_millis(200);
+            while saved.init_alive() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+        Ok(())
     }
 
     /// `delete`: a stopped (or created) container's remains go; `force` kills a running one.

@@ -318,6 +318,14 @@ fn setup(chan: &Channel, l: &Launch) -> Result<Exec, String> {
     let program = process::find_program(arg0, &env, p.cwd())?;
 
     let nnp = p.no_new_privileges().unwrap_or(false);
+    // Nothing of ours reaches the program: every descriptor past the preserved ones is
+    // closed on exec (the console, the channel, the FIFO, anything inherited). Done before
+    // the seccomp filter goes in: a profile need not allow close_range or fcntl.
+    let first = 3 + l.preserve_fds;
+    for fd in 3..first {
+        let _ = sys::set_cloexec(fd as i32, false);
+    }
+    sys::cloexec_from(first).map_err(|e| format!("close_range: {e}"))?;
     let mut seccomp_late = false;
     if let Some(prog) = l.seccomp {
         if prog.needs_listener() || !nnp {
@@ -377,15 +385,6 @@ fn install_seccomp(chan: &Channel, prog: &Program) -> Result<(), String> {
 }
 
 fn exec_now(chan: &Channel, l: &Launch, x: Exec) -> ! {
-    // Nothing of ours reaches the program: every descriptor past the preserved ones is
-    // closed on exec (the console, the channel, the FIFO, anything inherited).
-    let first = 3 + l.preserve_fds;
-    for fd in 3..first {
-        let _ = sys::set_cloexec(fd as i32, false);
-    }
-    if let Err(e) = sys::cloexec_from(first) {
-        fail(chan, format!("close_range: {e}"));
-    }
     let _ = chan.send(&Msg::Ready);
     if let Kind::Init { fifo, bundle, .. } = &l.kind {
         // Block until `start` writes its byte.

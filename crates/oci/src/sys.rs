@@ -324,15 +324,34 @@ pub fn kill(pid: libc::pid_t, sig: libc::c_int) -> io::Result<()> {
 /// runtime inherited or opened reaches the container's process.
 pub fn cloexec_from(first: u32) -> io::Result<()> {
     // SAFETY: plain syscall; CLOSE_RANGE_CLOEXEC only sets flags.
-    check_long(unsafe {
+    let r = unsafe {
         libc::syscall(
             libc::SYS_close_range,
             first,
             u32::MAX,
             libc::CLOSE_RANGE_CLOEXEC,
         )
-    })
-    .map(drop)
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    // Kernels before 5.11 (or a filter refusing close_range): mark each open descriptor.
+    let mut fds = Vec::new();
+    for e in std::fs::read_dir("/proc/self/fd")?.flatten() {
+        if let Some(fd) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) {
+            if fd >= first as i32 {
+                fds.push(fd);
+            }
+        }
+    }
+    for fd in fds {
+        // The directory's own descriptor is gone by now (EBADF): nothing to mark.
+        match set_cloexec(fd, true) {
+            Err(e) if e.raw_os_error() != Some(libc::EBADF) => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 pub fn set_cloexec(fd: RawFd, on: bool) -> io::Result<()> {
